@@ -1,0 +1,50 @@
+# Every target is a thin wrapper over a `sepvae` subcommand; see README.md.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# TIMIT: an explicit TIMIT_ROOT wins; otherwise the shared sample beside the checkout if present;
+# otherwise `sepvae data` looks in data/raw/timit and downloads the free sample there.
+SHARED_TIMIT := $(abspath ../shared/data/timit-sample)
+TIMIT_ROOT ?= $(if $(wildcard $(SHARED_TIMIT)/dr1-fvmh0),$(SHARED_TIMIT),)
+export TIMIT_ROOT
+CONFIG ?= experiments/reproduce.toml
+SEPVAE := $(BIN)/sepvae
+
+.PHONY: setup test data mix train separate evaluate report reproduce bench pretrained sweeps clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+data: setup
+	$(SEPVAE) data
+
+mix: data
+	$(SEPVAE) mix --config $(CONFIG)
+
+train: mix
+	$(SEPVAE) train --config $(CONFIG)
+
+separate: train
+	$(SEPVAE) separate-set --config $(CONFIG)
+
+evaluate: separate
+	$(SEPVAE) evaluate --config $(CONFIG)
+
+report: evaluate
+	$(SEPVAE) report --config $(CONFIG)
+
+reproduce: report
+
+bench: setup
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf runs reports

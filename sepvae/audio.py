@@ -1,0 +1,94 @@
+"""Reading and writing audio with clear errors, and writing any file atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import soundfile as sf
+
+from sepvae.errors import SepvaeError
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
+
+    A crash or an exception leaves neither a half-written ``path`` nor the temporary file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix + ".part", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int, subtype: str = "FLOAT") -> None:
+    """Write ``audio`` (frames,) or (frames, channels) as WAV, atomically."""
+    with atomic_output(path) as tmp:
+        sf.write(tmp, audio, sample_rate, subtype=subtype, format="WAV")
+
+
+def check_readable(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise SepvaeError(f"{path}: no such file")
+    if path.is_dir():
+        raise SepvaeError(f"{path}: is a directory, not an audio file")
+    if path.stat().st_size == 0:
+        raise SepvaeError(f"{path}: file is empty")
+    return path
+
+
+def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
+    """Read a whole audio file as float32, shape (frames,) for mono or (frames, channels).
+
+    Raises SepvaeError naming the file for anything soundfile cannot read, zero samples,
+    or NaN/Inf samples.
+    """
+    path = check_readable(path)
+    try:
+        audio, sample_rate = sf.read(path, dtype="float32", always_2d=False)
+    except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+        raise SepvaeError(f"{path}: cannot read audio ({_short(exc)})") from None
+    if audio.shape[0] == 0:
+        raise SepvaeError(f"{path}: has zero samples")
+    if not np.isfinite(audio).all():
+        raise SepvaeError(f"{path}: contains NaN or Inf samples")
+    return audio, int(sample_rate)
+
+
+def audio_info(path: str | Path) -> sf._SoundFileInfo:
+    path = check_readable(path)
+    try:
+        return sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+        raise SepvaeError(f"{path}: cannot read audio ({_short(exc)})") from None
+
+
+def file_md5(path: str | Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__

@@ -1,0 +1,278 @@
+"""Frozen, JSON-round-trippable configuration for every stage, and experiment files.
+
+A run directory is named by :func:`config_hash` of the resolved config it holds, so a
+stage whose inputs and config did not change finds its output and does nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sepvae.errors import SepvaeError
+
+SAMPLE_RATE = 16_000
+
+# The paper's Figure 21 settings: (window ms, overlap ms).
+STFT_SETTINGS: dict[str, tuple[float, float]] = {
+    "A": (64, 16),
+    "B": (64, 32),
+    "C": (32, 8),
+    "D": (32, 16),
+    "E": (16, 8),
+    "F": (16, 4),
+    "G": (8, 4),
+    "H": (8, 2),
+}
+
+
+@dataclass(frozen=True)
+class StftConfig:
+    """STFT in milliseconds. ``reading`` says what the second number means.
+
+    ``"overlap"`` (default, as scipy's ``noverlap``): hop = window - overlap.
+    ``"hop"``: the second number is the hop itself (the other reading of the paper).
+    """
+
+    window_ms: float = 16.0
+    overlap_ms: float = 8.0
+    reading: str = "overlap"
+
+    def __post_init__(self):
+        if self.reading not in ("overlap", "hop"):
+            raise SepvaeError(f"stft reading must be 'overlap' or 'hop', got {self.reading!r}")
+        if self.window_ms <= 0 or self.overlap_ms < 0:
+            raise SepvaeError("stft window must be > 0 ms and overlap >= 0 ms")
+        if self.reading == "overlap" and self.overlap_ms >= self.window_ms:
+            raise SepvaeError(
+                f"stft overlap ({self.overlap_ms} ms) must be shorter than the window "
+                f"({self.window_ms} ms)"
+            )
+
+    @property
+    def hop_ms(self) -> float:
+        return self.window_ms - self.overlap_ms if self.reading == "overlap" else self.overlap_ms
+
+    def n_fft(self, sample_rate: int) -> int:
+        return int(round(self.window_ms * sample_rate / 1000))
+
+    def hop_length(self, sample_rate: int) -> int:
+        return max(1, int(round(self.hop_ms * sample_rate / 1000)))
+
+    def n_bins(self, sample_rate: int) -> int:
+        return self.n_fft(sample_rate) // 2 + 1
+
+    @classmethod
+    def setting(cls, letter: str, reading: str = "overlap") -> "StftConfig":
+        """One of the paper's settings A-H."""
+        try:
+            window, overlap = STFT_SETTINGS[letter.upper()]
+        except KeyError:
+            raise SepvaeError(
+                f"unknown STFT setting {letter!r}; choose one of {', '.join(STFT_SETTINGS)}"
+            ) from None
+        return cls(float(window), float(overlap), reading)
+
+
+@dataclass(frozen=True)
+class MixConfig:
+    """The mixing protocol (README: "Mixing protocol")."""
+
+    n_mixtures: int = 90
+    n_test: int = 10
+    seed: int = 0
+    split: str = "utterance"  # "utterance": test utterances unseen; "speaker": test speakers unseen
+    same_region: bool = False  # pair only speakers of the same dialect region
+    snr_db: tuple[float, float] = (0.0, 0.0)  # male-to-female SNR drawn uniformly from [lo, hi]
+    length: str = "shortest"  # "shortest": trim to the shorter; "longest": zero-pad the shorter
+    peak: float = 0.9  # a common gain brings the mixture's peak to at most this
+    sample_rate: int = SAMPLE_RATE
+
+    def __post_init__(self):
+        if self.split not in ("utterance", "speaker"):
+            raise SepvaeError(f"mix split must be 'utterance' or 'speaker', got {self.split!r}")
+        if self.length not in ("shortest", "longest"):
+            raise SepvaeError(f"mix length must be 'shortest' or 'longest', got {self.length!r}")
+        if self.n_test < 1 or self.n_mixtures <= self.n_test:
+            raise SepvaeError(
+                f"need n_mixtures > n_test >= 1, got n_mixtures={self.n_mixtures}, "
+                f"n_test={self.n_test}"
+            )
+        lo, hi = self.snr_db
+        if lo > hi:
+            raise SepvaeError(f"mix snr_db range is reversed: {list(self.snr_db)}")
+        if not 0 < self.peak <= 1:
+            raise SepvaeError(f"mix peak must be in (0, 1], got {self.peak}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A fully connected model mapping a normalized mixture frame to one source's frame.
+
+    encoder = [M, *hidden, latent], decoder = [latent, *decoder_hidden, M]; the paper's
+    default is hidden (256, 256), latent 128, decoder_hidden (256, 256).
+    """
+
+    name: str = "vae"  # a key of sepvae.models.MODELS
+    hidden: tuple[int, ...] = (256, 256)
+    latent: int = 128
+    decoder_hidden: tuple[int, ...] = (256, 256)
+    beta: float = 1.0  # KL weight (vae / beta-vae)
+    eps_std: float = 0.01  # std of the reparameterization noise (the paper's finding)
+    divergence: str = "cs"  # itl-ae: "cs" (eq. 83) or "euclidean" (eq. 85)
+    prior: str = "gaussian"  # itl-ae: "gaussian" or "laplacian"
+    kernel_sigma: float = 1.0  # itl-ae: Gaussian kernel bandwidth sigma
+    itl_lambda: float = 1.0  # itl-ae: regularizer weight
+
+
+# Defaults that a model name implies unless the config says otherwise.
+MODEL_NAME_DEFAULTS: dict[str, dict[str, Any]] = {"beta-vae": {"beta": 4.0}}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 70
+    epochs: int = 60
+    lr: float = 1e-3
+    patience: int = 8  # early stopping: epochs without validation improvement
+    val_fraction: float = 0.1  # part of the training mixtures held out for early stopping
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Method:
+    """One column of a report: a model type or a reference method, with its settings."""
+
+    label: str
+    kind: str  # a model name, or "mixture", "oracle-irm", "oracle-ibm", "nmf"
+    source_mode: str = "gender"  # "gender" or "speaker"
+    stft: StftConfig = field(default_factory=StftConfig)
+    model: ModelConfig | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    mask_power: float = 1.0
+    nmf_components: int = 32
+
+
+REFERENCE_METHODS = ("mixture", "oracle-irm", "oracle-ibm", "nmf")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    mix: MixConfig
+    methods: tuple[Method, ...]
+    sweep: str = ""  # the x-axis name of a sweep, shown in its report
+    path: str = ""
+
+
+def to_dict(obj) -> Any:
+    """A JSON-able view of a (nested) config dataclass."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(x) for x in obj]
+    return obj
+
+
+def from_dict(cls, data: dict[str, Any]):
+    """Build config dataclass ``cls`` from a dict, rejecting unknown keys by name."""
+    if data is None:
+        return None
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise SepvaeError(
+            f"unknown {cls.__name__} option(s): {', '.join(unknown)}; "
+            f"known: {', '.join(names)}"
+        )
+    kwargs = {}
+    for key, value in data.items():
+        default = names[key].default
+        if isinstance(value, list):
+            value = tuple(value)
+        elif isinstance(default, float) and isinstance(value, int):
+            value = float(value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def config_hash(*parts: Any) -> str:
+    """A short stable hash of JSON-able parts (configs, file hashes)."""
+    text = json.dumps([to_dict(p) for p in parts], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def model_config(data: dict[str, Any]) -> ModelConfig:
+    data = dict(data)
+    defaults = MODEL_NAME_DEFAULTS.get(data.get("name", "vae"), {})
+    for key, value in defaults.items():
+        data.setdefault(key, value)
+    return from_dict(ModelConfig, data)
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Read an experiment TOML file (see experiments/README.md for its keys).
+
+    Top-level tables ``stft``, ``model``, ``train`` are defaults that each ``[[methods]]``
+    entry may override key by key.
+    """
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise SepvaeError(f"{path}: experiment file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SepvaeError(f"{path}: not valid TOML ({exc})") from None
+    try:
+        return _experiment_from_raw(raw, path)
+    except (TypeError, ValueError) as exc:
+        raise SepvaeError(f"{path}: {exc}") from None
+    except SepvaeError as exc:
+        raise SepvaeError(f"{path}: {exc}") from None
+
+
+def _experiment_from_raw(raw: dict[str, Any], path: Path) -> Experiment:
+    known = {"name", "sweep", "mix", "stft", "model", "train", "methods", "description"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise SepvaeError(f"unknown top-level key(s): {', '.join(unknown)}")
+    mix = from_dict(MixConfig, raw.get("mix", {}))
+    base_stft = raw.get("stft", {})
+    base_model = raw.get("model", {})
+    base_train = raw.get("train", {})
+    methods = []
+    for entry in raw.get("methods", []):
+        entry = dict(entry)
+        kind = entry.pop("kind")
+        label = entry.pop("label", kind)
+        stft_raw = {**base_stft, **entry.pop("stft", {})}
+        if "setting" in stft_raw:
+            stft_raw = dict(stft_raw)
+            preset = StftConfig.setting(stft_raw.pop("setting"))
+            stft_raw = {"window_ms": preset.window_ms, "overlap_ms": preset.overlap_ms, **stft_raw}
+        stft = from_dict(StftConfig, stft_raw)
+        train = from_dict(TrainConfig, {**base_train, **entry.pop("train", {})})
+        model_overrides = entry.pop("model", {})
+        model = None
+        if kind not in REFERENCE_METHODS:
+            model = model_config({**base_model, **model_overrides, "name": kind})
+        methods.append(
+            Method(label=label, kind=kind, stft=stft, model=model, train=train, **entry)
+        )
+    if not methods:
+        raise SepvaeError("no [[methods]] listed")
+    labels = [(m.label, m.source_mode) for m in methods]
+    if len(set(labels)) != len(labels):
+        raise SepvaeError("method labels must be unique within a source mode")
+    return Experiment(
+        name=raw.get("name", path.stem),
+        mix=mix,
+        methods=tuple(methods),
+        sweep=raw.get("sweep", ""),
+        path=str(path),
+    )

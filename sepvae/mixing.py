@@ -1,0 +1,303 @@
+"""The mixing stage: a seeded, written-down protocol from a corpus table to mixtures.
+
+The protocol (README, "Mixing protocol", says the same in words):
+
+1. Split. ``utterance`` (default, the paper's): the test mixtures use ``n_test`` male and
+   ``n_test`` female utterances, each once, and no training mixture uses any of them.
+   ``speaker``: whole speakers (a male and a female at a time) are set aside for testing until
+   they have ``n_test`` utterances of each gender; training never sees those speakers.
+2. Pairing. Each mixture is one male + one female utterance, never the same sentence (TIMIT's
+   sa1/sa2 are read by every speaker), never the same pair twice; utterances are reused as
+   evenly as possible. ``same_region`` pairs only speakers of the same dialect region.
+3. Signals. Both utterances resampled to ``sample_rate``; cut to the shorter one's length
+   (``length="shortest"``, from the start) or the shorter zero-padded at the end
+   (``"longest"``); each scaled to unit RMS; the male scaled by 10^(snr/20), snr drawn
+   uniformly from ``snr_db``; then one common gain brings the largest absolute sample of the
+   mixture and both sources to ``peak`` (0.9), so nothing clips.
+4. Written as float32 WAVs ``<split>/<id>/mixture.wav, male.wav, female.wav`` (mixture = male
+   + female to float rounding) and ``manifest.csv`` in a folder named by the hash of the
+   config and the corpus table.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from sepvae.audio import atomic_output, read_audio, write_text, write_wav
+from sepvae.config import MixConfig, config_hash, to_dict
+from sepvae.corpus import Utterance
+from sepvae.errors import SepvaeError
+
+SOURCES = ("male", "female")
+MANIFEST_COLUMNS = [
+    "id", "split", "mixture_path", "male_path", "female_path",
+    "male_speaker", "female_speaker", "male_utterance", "female_utterance",
+    "male_region", "female_region", "snr_db", "gain", "duration", "sample_rate",
+]
+
+
+@dataclass(frozen=True)
+class Mixture:
+    """One row of a manifest: a mixture file and its source files (absolute paths)."""
+
+    id: str
+    split: str
+    mixture_path: Path
+    source_paths: dict[str, Path]
+    speakers: dict[str, str]
+
+
+def _sentence(utterance: Utterance) -> str:
+    return utterance.transcript.strip().lower() or utterance.utterance
+
+
+def _compatible(male: Utterance, female: Utterance, same_region: bool) -> bool:
+    if same_region and male.dialect_region != female.dialect_region:
+        return False
+    return _sentence(male) != _sentence(female)
+
+
+def draw_pairs(
+    males: list[Utterance],
+    females: list[Utterance],
+    n: int,
+    rng: np.random.Generator,
+    same_region: bool,
+    once: bool = False,
+) -> list[tuple[Utterance, Utterance]]:
+    """Draw ``n`` distinct compatible (male, female) pairs, reusing utterances evenly.
+
+    Males are taken round by round in a shuffled order; each picks, among the compatible
+    females it is not yet paired with, one of the least used. ``once``: no utterance twice.
+    """
+    pairs: list[tuple[Utterance, Utterance]] = []
+    seen: set[tuple[str, str]] = set()
+    female_uses = {f.path: 0 for f in females}
+    used_males: set[str] = set()
+    while len(pairs) < n:
+        added = 0
+        for index in rng.permutation(len(males)):
+            if len(pairs) == n:
+                break
+            male = males[index]
+            if once and male.path in used_males:
+                continue
+            candidates = [
+                f for f in females
+                if (male.path, f.path) not in seen
+                and not (once and female_uses[f.path])
+                and _compatible(male, f, same_region)
+            ]
+            if not candidates:
+                continue
+            fewest = min(female_uses[f.path] for f in candidates)
+            least_used = [f for f in candidates if female_uses[f.path] == fewest]
+            female = least_used[rng.integers(len(least_used))]
+            pairs.append((male, female))
+            seen.add((male.path, female.path))
+            female_uses[female.path] += 1
+            used_males.add(male.path)
+            added += 1
+        if added == 0:
+            raise SepvaeError(
+                f"cannot make {n} mixtures: the corpus allows only {len(pairs)} distinct "
+                f"male+female pairs under this protocol ({len(males)} male and {len(females)} "
+                f"female utterances{', same dialect region' if same_region else ''})"
+            )
+    return pairs
+
+
+def plan_mixtures(utterances: list[Utterance], config: MixConfig) -> list[tuple[str, Utterance, Utterance]]:
+    """The (split, male, female) triples of the protocol, deterministic from ``config.seed``."""
+    rng = np.random.default_rng(config.seed)
+    ordered = sorted(utterances, key=lambda u: u.path)
+    males = [u for u in ordered if u.gender == "male"]
+    females = [u for u in ordered if u.gender == "female"]
+    if not males or not females:
+        raise SepvaeError(
+            f"the corpus needs male and female utterances; it has {len(males)} male and "
+            f"{len(females)} female"
+        )
+    if config.split == "speaker":
+        test_speakers = _test_speakers(males, females, config, rng)
+        test_m = [u for u in males if u.speaker in test_speakers]
+        test_f = [u for u in females if u.speaker in test_speakers]
+        train_m = [u for u in males if u.speaker not in test_speakers]
+        train_f = [u for u in females if u.speaker not in test_speakers]
+    else:
+        test_m, test_f, train_m, train_f = males, females, males, females
+    test = draw_pairs(test_m, test_f, config.n_test, rng, config.same_region, once=True)
+    test_paths = {u.path for pair in test for u in pair}
+    train_m = [u for u in train_m if u.path not in test_paths]
+    train_f = [u for u in train_f if u.path not in test_paths]
+    n_train = config.n_mixtures - config.n_test
+    train = draw_pairs(train_m, train_f, n_train, rng, config.same_region)
+    return [("train", m, f) for m, f in train] + [("test", m, f) for m, f in test]
+
+
+def _test_speakers(males, females, config: MixConfig, rng) -> set[str]:
+    """Set aside (male, female) speaker pairs until each side has n_test utterances."""
+    def by_speaker(items):
+        groups: dict[str, list[Utterance]] = {}
+        for u in items:
+            groups.setdefault(u.speaker, []).append(u)
+        return groups
+
+    male_groups, female_groups = by_speaker(males), by_speaker(females)
+    male_order = [list(male_groups)[i] for i in rng.permutation(len(male_groups))]
+    female_order = [list(female_groups)[i] for i in rng.permutation(len(female_groups))]
+    chosen: set[str] = set()
+    n_male = n_female = 0
+    for male in male_order:
+        if n_male >= config.n_test and n_female >= config.n_test:
+            break
+        region = male_groups[male][0].dialect_region
+        female = next(
+            (f for f in female_order
+             if f not in chosen and (not config.same_region or female_groups[f][0].dialect_region == region)),
+            None,
+        )
+        if female is None:
+            continue
+        chosen |= {male, female}
+        n_male += len(male_groups[male])
+        n_female += len(female_groups[female])
+    if n_male < config.n_test or n_female < config.n_test or len(chosen) >= len(male_groups) + len(female_groups):
+        raise SepvaeError(
+            f"cannot set aside test speakers for {config.n_test} test mixtures and still keep "
+            f"training speakers ({len(male_groups)} male, {len(female_groups)} female speakers)"
+        )
+    return chosen
+
+
+def mix_pair(male: np.ndarray, female: np.ndarray, snr_db: float, config: MixConfig):
+    """Normalize, align, weight and scale one pair. Returns (mixture, male, female, gain) float32."""
+    n = min(len(male), len(female)) if config.length == "shortest" else max(len(male), len(female))
+    signals = []
+    for signal in (male, female):
+        signal = np.asarray(signal, dtype=np.float64)[:n]
+        signal = np.pad(signal, (0, n - len(signal)))
+        rms = np.sqrt(np.mean(signal**2))
+        signals.append(signal / rms if rms > 0 else signal)
+    male64 = signals[0] * 10 ** (snr_db / 20)
+    female64 = signals[1]
+    peak = max(np.abs(male64 + female64).max(), np.abs(male64).max(), np.abs(female64).max())
+    gain = config.peak / peak if peak > 0 else 1.0
+    male32 = (male64 * gain).astype(np.float32)
+    female32 = (female64 * gain).astype(np.float32)
+    # Sum the stored float32 sources so the files satisfy mixture == male + female exactly.
+    mixture32 = male32 + female32
+    return mixture32, male32, female32, gain
+
+
+def _load(path: str, sample_rate: int) -> np.ndarray:
+    audio, rate = read_audio(path)
+    if audio.ndim == 2:
+        audio = audio.mean(axis=1)
+    if rate != sample_rate:
+        import soxr
+
+        audio = soxr.resample(audio, rate, sample_rate, quality="HQ")
+    return audio
+
+
+def mixtures_dir(root: str | Path, config: MixConfig, utterances: list[Utterance]) -> Path:
+    """Where mixtures of this config and corpus live: ``root/<hash>``."""
+    corpus_key = [(u.path, u.speaker, u.gender, u.duration) for u in utterances]
+    return Path(root) / config_hash(config, corpus_key)
+
+
+def make_mixtures(
+    utterances: list[Utterance],
+    config: MixConfig,
+    root: str | Path = "data/mixtures",
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """The mixing stage. Returns the manifest path; does nothing if it is already there."""
+    out = mixtures_dir(root, config, utterances)
+    manifest = out / "manifest.csv"
+    if manifest.is_file():
+        return manifest
+    plan = plan_mixtures(utterances, config)
+    rng = np.random.default_rng([config.seed, 1])  # SNRs: independent of the pairing draws
+    staging = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    rows = []
+    counters = {"train": 0, "test": 0}
+    for done, (split, male, female) in enumerate(plan):
+        snr = float(rng.uniform(*config.snr_db)) if config.snr_db[0] != config.snr_db[1] else config.snr_db[0]
+        mixture, male_sig, female_sig, gain = mix_pair(
+            _load(male.path, config.sample_rate), _load(female.path, config.sample_rate), snr, config
+        )
+        mixture_id = f"{split}-{counters[split]:04d}"
+        counters[split] += 1
+        folder = Path(split) / mixture_id
+        for name, signal in (("mixture", mixture), ("male", male_sig), ("female", female_sig)):
+            write_wav(staging / folder / f"{name}.wav", signal, config.sample_rate)
+        rows.append({
+            "id": mixture_id, "split": split,
+            "mixture_path": str(folder / "mixture.wav"),
+            "male_path": str(folder / "male.wav"),
+            "female_path": str(folder / "female.wav"),
+            "male_speaker": male.speaker, "female_speaker": female.speaker,
+            "male_utterance": male.utterance, "female_utterance": female.utterance,
+            "male_region": male.dialect_region, "female_region": female.dialect_region,
+            "snr_db": f"{snr:.3f}", "gain": f"{gain:.6f}",
+            "duration": f"{len(mixture) / config.sample_rate:.4f}",
+            "sample_rate": config.sample_rate,
+        })
+        if progress:
+            progress(done + 1, len(plan))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    (staging / "manifest.csv").write_text(buffer.getvalue())
+    (staging / "mix_config.json").write_text(json.dumps(to_dict(config), indent=2) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    return manifest
+
+
+def read_manifest(path: str | Path, split: str | None = None) -> list[Mixture]:
+    """Read a manifest: ours, or any CSV with ``mixture_path`` and one ``<source>_path`` column
+    per source (e.g. ``male_path, female_path``). Optional ``id`` and ``split`` (default
+    ``test``) columns; relative paths are relative to the manifest's folder.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SepvaeError(f"{path}: manifest not found (run `sepvae mix` first)")
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames or []
+        rows = list(reader)
+    if "mixture_path" not in columns:
+        raise SepvaeError(f"{path}: manifest lacks a mixture_path column")
+    sources = [c[: -len("_path")] for c in columns if c.endswith("_path") and c != "mixture_path"]
+    if len(sources) < 2:
+        raise SepvaeError(f"{path}: manifest needs at least two <source>_path columns, found {sources}")
+    mixtures = []
+    for line, row in enumerate(rows, start=2):
+        row_split = row.get("split") or "test"
+        if split is not None and row_split != split:
+            continue
+        resolve = lambda p: p if Path(p).is_absolute() else path.parent / p  # noqa: E731
+        mixtures.append(
+            Mixture(
+                id=row.get("id") or f"row{line}",
+                split=row_split,
+                mixture_path=Path(resolve(row["mixture_path"])),
+                source_paths={s: Path(resolve(row[f"{s}_path"])) for s in sources},
+                speakers={s: row.get(f"{s}_speaker", "") for s in sources},
+            )
+        )
+    return mixtures

@@ -69,8 +69,9 @@ def find_timit_root(timit_root: str | Path | None = None, raw_dir: Path = DEFAUL
     return None
 
 
-def download_sample(dest: Path = DEFAULT_RAW_DIR, url: str = SAMPLE_URL, md5: str = SAMPLE_MD5) -> Path:
+def download_sample(dest: Path = DEFAULT_RAW_DIR, url: str | None = None, md5: str = SAMPLE_MD5) -> Path:
     """Download NLTK's free TIMIT sample, verify its md5 and unpack it into ``dest``."""
+    url = url or SAMPLE_URL
     dest.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(dest.parent / "timit.zip") as tmp:
         try:

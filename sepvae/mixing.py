@@ -72,6 +72,7 @@ def draw_pairs(
     rng: np.random.Generator,
     same_region: bool,
     once: bool = False,
+    what: str = "",
 ) -> list[tuple[Utterance, Utterance]]:
     """Draw ``n`` distinct compatible (male, female) pairs, reusing utterances evenly.
 
@@ -108,9 +109,10 @@ def draw_pairs(
             added += 1
         if added == 0:
             raise SepvaeError(
-                f"cannot make {n} mixtures: the corpus allows only {len(pairs)} distinct "
-                f"male+female pairs under this protocol ({len(males)} male and {len(females)} "
-                f"female utterances{', same dialect region' if same_region else ''})"
+                f"cannot make {n} {what}mixtures: the corpus allows only {len(pairs)} distinct "
+                f"male+female pairs{' of unused utterances' if once else ''} under this protocol "
+                f"({len(males)} male and {len(females)} female utterances"
+                f"{', same dialect region' if same_region else ''})"
             )
     return pairs
 
@@ -134,12 +136,12 @@ def plan_mixtures(utterances: list[Utterance], config: MixConfig) -> list[tuple[
         train_f = [u for u in females if u.speaker not in test_speakers]
     else:
         test_m, test_f, train_m, train_f = males, females, males, females
-    test = draw_pairs(test_m, test_f, config.n_test, rng, config.same_region, once=True)
+    test = draw_pairs(test_m, test_f, config.n_test, rng, config.same_region, once=True, what="test ")
     test_paths = {u.path for pair in test for u in pair}
     train_m = [u for u in train_m if u.path not in test_paths]
     train_f = [u for u in train_f if u.path not in test_paths]
     n_train = config.n_mixtures - config.n_test
-    train = draw_pairs(train_m, train_f, n_train, rng, config.same_region)
+    train = draw_pairs(train_m, train_f, n_train, rng, config.same_region, what="training ")
     return [("train", m, f) for m, f in train] + [("test", m, f) for m, f in test]
 
 

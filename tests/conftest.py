@@ -1,0 +1,43 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+SHARED_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "timit-sample"
+
+
+def timit_sample_root() -> Path | None:
+    root = Path(os.environ.get("TIMIT_ROOT") or SHARED_SAMPLE)
+    return root if (root / "dr1-fvmh0").is_dir() else None
+
+
+@pytest.fixture
+def timit_root() -> Path:
+    root = timit_sample_root()
+    if root is None:
+        pytest.skip("TIMIT sample not found: set TIMIT_ROOT or put it at ../shared/data/timit-sample")
+    return root
+
+
+def speechlike(seconds: float, sample_rate: int = 16000, f0: float = 120.0, seed: int = 0) -> np.ndarray:
+    """A harmonic tone with a syllable-rate envelope and a little noise: cheap fake speech."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    voiced = sum(np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6.3)) / k for k in range(1, 15))
+    envelope = 0.5 * (1 + np.sin(2 * np.pi * 4 * t + rng.uniform(0, 6.3)))
+    return (0.1 * voiced * envelope + 0.003 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def write_sample_tree(root: Path, speakers=("dr1-fabc0", "dr1-mdef0", "dr2-fghi0", "dr2-mjkl0"), n_utts=4):
+    """A tiny tree in the free sample's layout: drN-<g><id>/<utt>.wav (RIFF) + .txt."""
+    for s, speaker in enumerate(speakers):
+        folder = root / speaker
+        folder.mkdir(parents=True)
+        f0 = 210.0 if speaker.split("-")[1].startswith("f") else 110.0
+        for u in range(n_utts):
+            audio = speechlike(1.0 + 0.25 * u, f0=f0 + 5 * s, seed=10 * s + u)
+            sf.write(folder / f"sx{u}.wav", audio, 16000, subtype="PCM_16")
+            (folder / f"sx{u}.txt").write_text(f"0 {audio.size} Sentence number {u} of {speaker}.\n")
+    return root

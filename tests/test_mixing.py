@@ -1,0 +1,114 @@
+import numpy as np
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from sepvae.cli import app
+from sepvae.config import MixConfig
+from sepvae.corpus import index_timit
+from sepvae.errors import SepvaeError
+from sepvae.mixing import make_mixtures, mix_pair, plan_mixtures, read_manifest
+from tests.conftest import write_sample_tree
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def sample_mixtures(tmp_path_factory):
+    from tests.conftest import timit_sample_root
+
+    root = timit_sample_root()
+    if root is None:
+        pytest.skip("TIMIT sample not found: set TIMIT_ROOT or put it at ../shared/data/timit-sample")
+    utterances = index_timit(root)
+    out = tmp_path_factory.mktemp("mixtures")
+    manifest = make_mixtures(utterances, MixConfig(), out)
+    return utterances, manifest
+
+
+def test_paper_protocol_split(sample_mixtures):
+    _, manifest = sample_mixtures
+    train, test = read_manifest(manifest, "train"), read_manifest(manifest, "test")
+    assert (len(train), len(test)) == (80, 10)
+    import csv
+
+    rows = list(csv.DictReader(manifest.open()))
+    used = lambda split: {(r[f"{g}_speaker"], r[f"{g}_utterance"]) for r in rows if r["split"] == split for g in ("male", "female")}  # noqa: E731
+    assert not used("test") & used("train")
+    assert len(used("test")) == 20  # each test utterance once
+    pairs = [(r["male_speaker"], r["male_utterance"], r["female_speaker"], r["female_utterance"]) for r in rows]
+    assert len(set(pairs)) == 90
+
+
+def test_mixture_is_sum_of_sources_and_never_clips(sample_mixtures):
+    _, manifest = sample_mixtures
+    for mixture in read_manifest(manifest):
+        mix, rate = sf.read(mixture.mixture_path, dtype="float32")
+        male, _ = sf.read(mixture.source_paths["male"], dtype="float32")
+        female, _ = sf.read(mixture.source_paths["female"], dtype="float32")
+        assert rate == 16000 and mix.shape == male.shape == female.shape
+        assert np.abs(mix - (male + female)).max() < 1e-5
+        assert np.abs(mix).max() <= 1.0 and np.abs(male).max() <= 1.0
+
+
+def test_same_seed_same_manifest_other_seed_other_pairs(sample_mixtures, tmp_path):
+    utterances, manifest = sample_mixtures
+    again = make_mixtures(utterances, MixConfig(), tmp_path / "again")
+    assert again.read_bytes() == manifest.read_bytes()
+    other = plan_mixtures(utterances, MixConfig(seed=1))
+    first = plan_mixtures(utterances, MixConfig())
+    key = lambda plan: [(s, m.path, f.path) for s, m, f in plan]  # noqa: E731
+    assert key(other) != key(first)
+
+
+def test_speaker_disjoint_and_same_region(sample_mixtures):
+    utterances, _ = sample_mixtures
+    plan = plan_mixtures(utterances, MixConfig(split="speaker", same_region=True))
+    test_speakers = {u.speaker for split, m, f in plan if split == "test" for u in (m, f)}
+    train_speakers = {u.speaker for split, m, f in plan if split == "train" for u in (m, f)}
+    assert test_speakers and not test_speakers & train_speakers
+    assert all(m.dialect_region == f.dialect_region for _, m, f in plan)
+    assert all(m.transcript != f.transcript for _, m, f in plan)
+
+
+def test_snr_and_gain():
+    rng = np.random.default_rng(0)
+    male, female = rng.standard_normal(16000), 3 * rng.standard_normal(12000)
+    mixture, m, f, gain = mix_pair(male, female, 6.0, MixConfig(snr_db=(6.0, 6.0)))
+    assert len(mixture) == 12000  # cut to the shorter
+    assert 10 * np.log10(np.sum(m.astype(float) ** 2) / np.sum(f.astype(float) ** 2)) == pytest.approx(6.0, abs=1e-3)
+    assert max(np.abs(mixture).max(), np.abs(m).max(), np.abs(f).max()) == pytest.approx(0.9, abs=1e-6)
+    padded, *_ = mix_pair(male, female, 0.0, MixConfig(length="longest"))
+    assert len(padded) == 16000
+
+
+def test_too_many_mixtures_is_refused(tmp_path):
+    utterances = index_timit(write_sample_tree(tmp_path / "timit"))
+    # 8 male x 8 female utterances: 3 test pairs leave 5 x 5 = 25 training pairs at most.
+    with pytest.raises(SepvaeError, match="cannot make 30 training mixtures"):
+        plan_mixtures(utterances, MixConfig(n_mixtures=33, n_test=3))
+    assert len(plan_mixtures(utterances, MixConfig(n_mixtures=28, n_test=3))) == 28
+
+
+def test_cli_mix_errors(tmp_path):
+    config = tmp_path / "exp.toml"
+    config.write_text('[mix]\nn_mixtures = 500\nn_test = 3\n[[methods]]\nkind = "mixture"\n')
+    root = write_sample_tree(tmp_path / "timit")
+    assert runner.invoke(app, ["data", "--timit-root", str(root), "--out", str(tmp_path / "c.csv")]).exit_code == 0
+    out = tmp_path / "mixtures"
+    result = runner.invoke(app, ["mix", "--config", str(config), "--corpus", str(tmp_path / "c.csv"), "--out", str(out)])
+    assert result.exit_code == 1 and "error: cannot make 497 training mixtures" in result.output
+    assert not any(out.rglob("*.wav"))
+    result = runner.invoke(app, ["mix", "--config", str(tmp_path / "nope.toml")])
+    assert result.exit_code == 1 and "nope.toml: experiment file not found" in result.output
+    config.write_text('[mix]\nsnr = 3\n[[methods]]\nkind = "mixture"\n')
+    result = runner.invoke(app, ["mix", "--config", str(config), "--corpus", str(tmp_path / "c.csv")])
+    assert result.exit_code == 1 and "unknown MixConfig option(s): snr" in result.output
+
+
+def test_external_manifest(tmp_path):
+    sf.write(tmp_path / "m.wav", np.zeros(100, dtype=np.float32), 16000)
+    (tmp_path / "list.csv").write_text("mixture_path,alice_path,bob_path\nm.wav,m.wav,/abs/b.wav\n")
+    (mixture,) = read_manifest(tmp_path / "list.csv")
+    assert mixture.split == "test" and set(mixture.source_paths) == {"alice", "bob"}
+    assert mixture.mixture_path == tmp_path / "m.wav"

@@ -108,5 +108,92 @@ def mix(
     typer.echo(f"{manifest}: {mix_config.n_mixtures - mix_config.n_test} train + {mix_config.n_test} test mixtures")
 
 
-def main():  # pragma: no cover - console-script entry point
-    app()
+def _experiment(config: Path):
+    from sepvae.config import load_experiment
+
+    return load_experiment(config)
+
+
+DeviceOption = typer.Option("auto", help="auto (cuda, then mps, then cpu), cpu, cuda or mps.")
+
+
+@app.command()
+@user_errors
+def train(config: Path = ConfigOption, device: str = DeviceOption):
+    """Train one model per source for every model method of the experiment (cached)."""
+    from sepvae.pipeline import train_all
+
+    experiment = _experiment(config)
+    with _progress() as progress:
+        tasks = {}
+
+        def on_epoch(job, epoch, epochs, logs):
+            if job not in tasks:
+                tasks[job] = progress.add_task(f"train {job}", total=epochs, info="")
+            losses = "  ".join(
+                f"{name}: loss {v['loss']:.3g} val {v['val_recon']:.3g}"
+                for name, v in logs.items() if name != "epoch"
+            )
+            progress.update(tasks[job], completed=epoch, info=losses)
+
+        runs = train_all(experiment, device=device, on_epoch=on_epoch)
+    for label, run in runs.items():
+        typer.echo(f"{label}: {run}")
+
+
+@app.command("separate-set")
+@user_errors
+def separate_set(config: Path = ConfigOption):
+    """Separate every test mixture with every method of the experiment (cached)."""
+    from sepvae.pipeline import separate_all
+
+    experiment = _experiment(config)
+    with _progress() as progress:
+        tasks = {}
+
+        def on_mixture(label, done, total):
+            if label not in tasks:
+                tasks[label] = progress.add_task(f"separate {label}", total=total, info="")
+            progress.update(tasks[label], completed=done)
+
+        folders = separate_all(experiment, progress=on_mixture)
+    for label, folder in folders.items():
+        typer.echo(f"{label}: {folder}")
+
+
+@app.command()
+@user_errors
+def evaluate(config: Path = ConfigOption):
+    """Score every method on the test mixtures: SDR/SIR/SAR, SI-SDR, PESQ, STOI -> metrics.csv."""
+    import warnings
+
+    from sepvae.metrics import UNDEFINED, UndefinedMetricWarning
+    from sepvae.pipeline import evaluate_all
+
+    experiment = _experiment(config)
+    warnings.simplefilter("ignore", UndefinedMetricWarning)  # counted and summarized below
+    with _progress() as progress:
+        tasks = {}
+
+        def on_mixture(label, done, total):
+            if label not in tasks:
+                tasks[label] = progress.add_task(f"score {label}", total=total, info="")
+            progress.update(tasks[label], completed=done)
+
+        out = evaluate_all(experiment, progress=on_mixture)
+    for metric, count in sorted(UNDEFINED.items()):
+        typer.echo(f"warning: {metric.upper()} undefined (NaN) for {count} signal(s)", err=True)
+    typer.echo(f"{out}")
+
+
+@app.command()
+@user_errors
+def report(config: Path = ConfigOption):
+    """Violin plots, tables and report.md from the experiment's metrics.csv."""
+    from sepvae.pipeline import report as write
+    from sepvae.report import markdown_table, read_metrics, summary_table
+
+    experiment = _experiment(config)
+    path = write(experiment)
+    typer.echo(markdown_table(summary_table(read_metrics(path.parent / "metrics.csv"))))
+    typer.echo(f"\nreport: {path}")

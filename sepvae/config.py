@@ -167,6 +167,7 @@ class Experiment:
     mix: MixConfig
     methods: tuple[Method, ...]
     sweep: str = ""  # the x-axis name of a sweep, shown in its report
+    manifest: str = ""  # an external manifest used instead of generated mixtures
     path: str = ""
 
 
@@ -176,6 +177,8 @@ def to_dict(obj) -> Any:
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, (list, tuple)):
         return [to_dict(x) for x in obj]
+    if isinstance(obj, dict):
+        return {key: to_dict(value) for key, value in obj.items()}
     return obj
 
 
@@ -237,7 +240,7 @@ def load_experiment(path: str | Path) -> Experiment:
 
 
 def _experiment_from_raw(raw: dict[str, Any], path: Path) -> Experiment:
-    known = {"name", "sweep", "mix", "stft", "model", "train", "methods", "description"}
+    known = {"name", "sweep", "manifest", "mix", "stft", "model", "train", "methods", "description"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise SepvaeError(f"unknown top-level key(s): {', '.join(unknown)}")
@@ -274,5 +277,6 @@ def _experiment_from_raw(raw: dict[str, Any], path: Path) -> Experiment:
         mix=mix,
         methods=tuple(methods),
         sweep=raw.get("sweep", ""),
+        manifest=raw.get("manifest", ""),
         path=str(path),
     )

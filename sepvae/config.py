@@ -126,7 +126,10 @@ class ModelConfig:
     eps_std: float = 0.01  # std of the reparameterization noise (the paper's finding)
     divergence: str = "cs"  # itl-ae: "cs" (eq. 83) or "euclidean" (eq. 85)
     prior: str = "gaussian"  # itl-ae: "gaussian" or "laplacian"
-    kernel_sigma: float = 1.0  # itl-ae: Gaussian kernel bandwidth sigma
+    # itl-ae: Gaussian kernel bandwidth sigma; None = sqrt(latent). Squared distances between
+    # prior samples grow like 2 * latent, so a fixed sigma = 1 gives kernel values that
+    # underflow in 128 dims and a divergence that rewards collapsed codes.
+    kernel_sigma: float | None = None
     itl_lambda: float = 1.0  # itl-ae: regularizer weight
 
 
@@ -137,11 +140,16 @@ MODEL_NAME_DEFAULTS: dict[str, dict[str, Any]] = {"beta-vae": {"beta": 4.0}}
 @dataclass(frozen=True)
 class TrainConfig:
     batch_size: int = 70
-    epochs: int = 60
+    epochs: int = 40
     lr: float = 1e-3
     patience: int = 8  # early stopping: epochs without validation improvement
     val_fraction: float = 0.1  # part of the training mixtures held out for early stopping
     seed: int = 0
+
+
+REFERENCE_METHODS = ("mixture", "oracle-irm", "oracle-ibm", "nmf")
+MODEL_NAMES = ("vae", "beta-vae", "itl-ae", "ae")  # the keys of sepvae.models.MODELS
+SOURCE_MODES = ("gender", "speaker")
 
 
 @dataclass(frozen=True)
@@ -157,8 +165,15 @@ class Method:
     mask_power: float = 1.0
     nmf_components: int = 32
 
+    def __post_init__(self):
+        if self.kind not in MODEL_NAMES + REFERENCE_METHODS:
+            raise SepvaeError(
+                f"unknown method kind {self.kind!r}; choose a model ({', '.join(MODEL_NAMES)}) "
+                f"or a reference ({', '.join(REFERENCE_METHODS)})"
+            )
+        if self.source_mode not in SOURCE_MODES:
+            raise SepvaeError(f"unknown source mode {self.source_mode!r}; use gender or speaker")
 
-REFERENCE_METHODS = ("mixture", "oracle-irm", "oracle-ibm", "nmf")
 
 
 @dataclass(frozen=True)

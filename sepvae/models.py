@@ -355,7 +355,7 @@ class ITLAE(FrameAutoencoder):
 
     Deterministic encoder; the regularizer is the CS (eq. 83) or Euclidean (eq. 85)
     divergence between the batch's codes and as many fresh samples from the prior, with
-    Gaussian kernels of Parzen size ``config.kernel_sigma`` (see
+    Gaussian kernels of Parzen size ``config.kernel_sigma`` (default sqrt(latent); see
     :func:`log_information_potential`), weighted by ``config.itl_lambda``.
     """
 
@@ -364,6 +364,7 @@ class ITLAE(FrameAutoencoder):
         self.divergence = {"cs": cauchy_schwarz_divergence, "euclidean": euclidean_divergence}[
             config.divergence
         ]
+        self.kernel_sigma = config.kernel_sigma or math.sqrt(config.latent)
 
     def _latent(self, encoded, generator):
         prior = sample_prior(
@@ -374,7 +375,7 @@ class ITLAE(FrameAutoencoder):
             device=encoded.device,
             dtype=encoded.dtype,
         )
-        reg = self.divergence(encoded, prior, self.config.kernel_sigma)
+        reg = self.divergence(encoded, prior, self.kernel_sigma)
         return encoded, reg, self.config.itl_lambda
 
 
@@ -415,7 +416,7 @@ def build_model(config: ModelConfig, n_bins: int) -> FrameAutoencoder:
             )
         if config.prior not in PRIORS:
             raise SepvaeError(f"unknown prior {config.prior!r}; known: {', '.join(PRIORS)}")
-        if not config.kernel_sigma > 0:
+        if config.kernel_sigma is not None and not config.kernel_sigma > 0:
             raise SepvaeError(f"kernel_sigma must be > 0, got {config.kernel_sigma}")
         if config.itl_lambda < 0:
             raise SepvaeError(f"itl_lambda must be >= 0, got {config.itl_lambda}")

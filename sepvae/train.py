@@ -67,6 +67,9 @@ def fit(
     params = [p for m in models.values() for p in m.parameters()]
     optimizer = torch.optim.Adam(params, lr=config.lr)  # Adam is per-parameter: one is as good as one per model
     shuffle = torch.Generator().manual_seed(config.seed)
+    # The models' own randomness (VAE noise, ITL-AE prior samples) from a seeded generator
+    # of the fit, not the global RNG, so a run does not depend on what ran before it.
+    noise = torch.Generator(device=device).manual_seed(config.seed + 1)
     best = {name: math.inf for name in models}
     best_state = {name: copy.deepcopy(m.state_dict()) for name, m in models.items()}
     since_best = {name: 0 for name in models}
@@ -78,7 +81,7 @@ def fit(
             model.load_state_dict(state["models"][name])
         optimizer.load_state_dict(state["optimizer"])
         shuffle.set_state(state["shuffle"])
-        torch.set_rng_state(state["rng"])
+        noise.set_state(state["noise"].cpu())
         best, best_state, since_best = state["best"], state["best_state"], state["since_best"]
         history = state["history"]
         start_epoch = history[-1]["epoch"] + 1 if history else 1
@@ -95,7 +98,7 @@ def fit(
             inputs = train.inputs[index]
             total = 0.0
             for name, model in models.items():
-                out = model(inputs, train.targets[name][index])
+                out = model(inputs, train.targets[name][index], noise)
                 total = total + out.loss
                 # Accumulated on the device: no host sync per step.
                 sums[name] += torch.stack([out.loss, out.recon, out.reg]).detach() * len(index)
@@ -124,7 +127,7 @@ def fit(
                 "models": {name: m.state_dict() for name, m in models.items()},
                 "optimizer": optimizer.state_dict(),
                 "shuffle": shuffle.get_state(),
-                "rng": torch.get_rng_state(),
+                "noise": noise.get_state(),
                 "best": best, "best_state": best_state, "since_best": since_best,
                 "history": history,
             }
@@ -196,7 +199,7 @@ def train_method(
     sample_rate: int = 16_000,
 ) -> Path:
     """The training stage for one method: returns its run directory (skips if finished)."""
-    from sepvae.device import pick_device
+    from sepvae.device import pick_device, single_cpu_thread
     from sepvae.models import build_model
 
     if method.model is None:
@@ -241,7 +244,8 @@ def train_method(
                 targets={name: _targets_of(subset, name).to(torch_device) for name in models},
             ))
         state_path = out / f"state-{job}.pt"
-        history = fit(models, splits[0], splits[1], method.train, state_path, on_epoch, job)
+        with single_cpu_thread(torch_device):
+            history = fit(models, splits[0], splits[1], method.train, state_path, on_epoch, job)
         for name, model in models.items():
             save_checkpoint(out / f"{name}.pt", model, scale, {**resolved, "source": name})
         history_name = "history.json" if job == "all" else f"history-{job}.json"

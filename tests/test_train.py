@@ -1,0 +1,128 @@
+import dataclasses
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from sepvae.checkpoint import load_checkpoint, save_checkpoint
+from sepvae.cli import app
+from sepvae.config import MODEL_NAMES, ModelConfig, TrainConfig
+from sepvae.errors import SepvaeError
+from sepvae.models import MODELS, build_model
+from sepvae.train import Split, fit
+
+runner = CliRunner()
+SMALL = dict(hidden=(16,), latent=4, decoder_hidden=(16,))
+N_BINS = 9
+
+
+def data(n=120, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    male, female = torch.rand(n, N_BINS, generator=generator), torch.rand(n, N_BINS, generator=generator)
+    return Split(male + female, {"male": male, "female": female})
+
+
+def models(name="vae", seed=0):
+    torch.manual_seed(seed)
+    return {s: build_model(ModelConfig(name=name, **SMALL), N_BINS) for s in ("male", "female")}
+
+
+def weights(trained):
+    return {f"{s}.{k}": v.clone() for s, m in trained.items() for k, v in m.state_dict().items()}
+
+
+def test_registry_matches_config():
+    assert set(MODELS) == set(MODEL_NAMES)
+
+
+@pytest.mark.parametrize("batch_size", [1, 17, 34, 70])
+def test_paper_batch_sizes_train_and_log(batch_size):
+    trained = models()
+    before = weights(trained)
+    history = fit(trained, data(), data(40, seed=1), TrainConfig(epochs=1, batch_size=batch_size))
+    assert len(history) == 1 and set(history[0]) == {"epoch", "male", "female"}
+    assert set(history[0]["male"]) == {"loss", "recon", "reg", "val_recon"}
+    after = weights(trained)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_same_seed_same_weights():
+    config = TrainConfig(epochs=2, batch_size=17)
+    first, second = models(), models()
+    fit(first, data(), data(40, 1), config)
+    fit(second, data(), data(40, 1), config)
+    assert all(torch.equal(a, b) for a, b in zip(weights(first).values(), weights(second).values()))
+
+
+def test_resume_gives_the_same_weights(tmp_path):
+    config = TrainConfig(epochs=4, batch_size=17, patience=100)
+    reference = models("vae")
+    fit(reference, data(), data(40, 1), config)
+
+    state = tmp_path / "state.pt"
+
+    def interrupt(job, epoch, epochs, logs):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    interrupted = models("vae")
+    with pytest.raises(KeyboardInterrupt):
+        fit(interrupted, data(), data(40, 1), config, state, interrupt)
+    torch.manual_seed(12345)  # a resumed process starts with another global RNG state
+    resumed = models("vae")
+    history = fit(resumed, data(), data(40, 1), config, state)
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert all(torch.equal(a, b) for a, b in zip(weights(reference).values(), weights(resumed).values()))
+
+
+def test_nan_guard_names_the_epoch():
+    poisoned = data()
+    poisoned.targets["male"][5, 3] = float("nan")
+    with pytest.raises(SepvaeError, match=r"\(male\): loss became nan at epoch 1"):
+        fit(models(), poisoned, data(40, 1), TrainConfig(epochs=3, batch_size=17))
+
+
+def test_early_stopping_keeps_best_epoch():
+    config = TrainConfig(epochs=30, batch_size=120, patience=2, lr=0.5)  # lr far too high: diverges
+    history = fit(models("ae"), data(), data(40, 1), config)
+    assert len(history) < 30
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_save_load_identical_outputs(tmp_path, name):
+    model = build_model(ModelConfig(name=name, **SMALL), N_BINS).eval()
+    scale = torch.rand(N_BINS) + 0.5
+    config = {"model": dataclasses.asdict(ModelConfig(name=name, **SMALL)), "n_bins": N_BINS}
+    save_checkpoint(tmp_path / "m.pt", model, scale, config)
+    torch.load(tmp_path / "m.pt", weights_only=True)  # no pickled classes
+    loaded, loaded_scale, loaded_config = load_checkpoint(tmp_path / "m.pt")
+    frames = torch.rand(7, N_BINS)
+    assert torch.equal(model.estimate(frames), loaded.estimate(frames))
+    assert torch.equal(scale, loaded_scale) and loaded_config["model"]["name"] == name
+
+
+def test_checkpoint_errors(tmp_path):
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SepvaeError, match="junk.pt: not a readable sepvae checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+    model = build_model(ModelConfig(**SMALL), N_BINS)
+    config = {"model": dataclasses.asdict(ModelConfig(hidden=(32,), latent=4, decoder_hidden=(16,))), "n_bins": N_BINS}
+    save_checkpoint(tmp_path / "bad.pt", model, torch.ones(N_BINS), config)
+    with pytest.raises(SepvaeError, match="bad.pt: checkpoint tensors do not match its config"):
+        load_checkpoint(tmp_path / "bad.pt")
+
+
+@pytest.mark.parametrize(
+    "method, message",
+    [
+        ('kind = "transformer"', "unknown method kind 'transformer'"),
+        ('kind = "vae"\nsource_mode = "dialect"', "unknown source mode 'dialect'"),
+        ('kind = "vae"\nmodel = { latnt = 3 }', "unknown ModelConfig option(s): latnt"),
+    ],
+)
+def test_cli_train_config_errors(tmp_path, method, message):
+    config = tmp_path / "exp.toml"
+    config.write_text(f"[[methods]]\n{method}\n")
+    result = runner.invoke(app, ["train", "--config", str(config)])
+    assert result.exit_code == 1
+    assert message in result.output and str(config) in result.output

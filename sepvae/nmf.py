@@ -23,7 +23,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-# Added to denominators and to W H before negative powers: far below any magnitude of audio.
+# Lower bound on every entry of W and H. It keeps W @ H > 0 (no division by zero), lets an
+# atom or activation that reached the bound grow again, and keeps products of entries above
+# float32's smallest normal number: denormals would make the matrix products crawl.
+_FLOOR = 1e-15
+# Keeps beta_divergence finite where the target or the approximation is 0.
 _TINY = 1e-12
 
 
@@ -53,6 +57,7 @@ def beta_divergence(target: Tensor, approximation: Tensor, beta: float = 1.0) ->
     ).sum()
 
 
+@torch.no_grad()
 def factorize(
     magnitudes: Tensor,
     n_components: int = 32,
@@ -62,8 +67,9 @@ def factorize(
 ) -> tuple[Tensor, Tensor]:
     """Factorize ``magnitudes ~= W @ H`` with W, H >= 0 by multiplicative updates.
 
-    Each update does not increase the beta-divergence (for 1 <= beta <= 2 and, in
-    practice, beta = 0). Columns of ``W`` have unit L1 norm.
+    Each update does not increase the beta-divergence (proven for 1 <= beta <= 2, seen in
+    practice for beta = 0) except by the negligible lower bound of 1e-15 on every entry.
+    Columns of ``W`` have unit L1 norm.
 
     Shape:
         magnitudes: ``(bins, frames)``, non-negative.
@@ -103,6 +109,7 @@ def learn_dictionary(
     return factorize(magnitudes, n_components, n_iter, beta, seed)[0]
 
 
+@torch.no_grad()
 def fit_activations(
     magnitudes: Tensor,
     dictionary: Tensor,
@@ -122,7 +129,7 @@ def fit_activations(
     if n_iter < 0:
         raise ValueError(f"fit_activations: n_iter must be >= 0, got {n_iter}")
     v = magnitudes.clamp(min=0)
-    w = dictionary.to(device=v.device, dtype=v.dtype)
+    w = dictionary.to(device=v.device, dtype=v.dtype).clamp(min=_FLOOR)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     n_components = w.shape[1]
     level = v.mean(dim=(-2, -1), keepdim=True) / w.mean().clamp(min=_TINY) / n_components
@@ -165,25 +172,30 @@ def nmf_estimates(
 
 
 def _update_activations(v: Tensor, w: Tensor, h: Tensor, beta: float) -> Tensor:
-    v_hat = w @ h + _TINY
     if beta == 1:
-        numerator = w.transpose(-1, -2) @ (v / v_hat)
+        # w, h >= _FLOOR keep w @ h > 0; the ratio overwrites w @ h to spare a pass of memory.
+        v_hat = w @ h
+        ratio = torch.div(v, v_hat, out=v_hat)
+        numerator = w.transpose(-1, -2) @ ratio
         denominator = w.sum(dim=0).unsqueeze(-1)
     else:
+        v_hat = (w @ h).clamp_(min=_TINY)  # its negative powers must stay finite
         numerator = w.transpose(-1, -2) @ (v * v_hat ** (beta - 2))
         denominator = w.transpose(-1, -2) @ v_hat ** (beta - 1)
-    return h * numerator / (denominator + _TINY)
+    return (h * numerator / denominator).clamp_(min=_FLOOR)
 
 
 def _update_dictionary(v: Tensor, w: Tensor, h: Tensor, beta: float) -> Tensor:
-    v_hat = w @ h + _TINY
     if beta == 1:
-        numerator = (v / v_hat) @ h.transpose(-1, -2)
+        v_hat = w @ h
+        ratio = torch.div(v, v_hat, out=v_hat)
+        numerator = ratio @ h.transpose(-1, -2)
         denominator = h.sum(dim=-1).unsqueeze(0)
     else:
+        v_hat = (w @ h).clamp_(min=_TINY)  # its negative powers must stay finite
         numerator = (v * v_hat ** (beta - 2)) @ h.transpose(-1, -2)
         denominator = v_hat ** (beta - 1) @ h.transpose(-1, -2)
-    return w * numerator / (denominator + _TINY)
+    return (w * numerator / denominator).clamp_(min=_FLOOR)
 
 
 def _normalize(w: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:

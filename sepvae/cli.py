@@ -132,7 +132,7 @@ def train(config: Path = ConfigOption, device: str = DeviceOption):
                 tasks[job] = progress.add_task(f"train {job}", total=epochs, info="")
             losses = "  ".join(
                 f"{name}: loss {v['loss']:.3g} val {v['val_recon']:.3g}"
-                for name, v in logs.items() if name != "epoch"
+                for name, v in logs.items() if isinstance(v, dict)
             )
             progress.update(tasks[job], completed=epoch, info=losses)
 
@@ -197,3 +197,103 @@ def report(config: Path = ConfigOption):
     path = write(experiment)
     typer.echo(markdown_table(summary_table(read_metrics(path.parent / "metrics.csv"))))
     typer.echo(f"\nreport: {path}")
+
+
+@app.command()
+@user_errors
+def separate(
+    files: list[Path] = typer.Argument(..., help="Recordings to separate (WAV, FLAC, OGG, ...: any rate, any channels).", show_default=False),
+    model: str = typer.Option("default", "--model", "-m", help="A shipped model name (see `sepvae models`) or a folder of <source>.pt checkpoints, e.g. a gender-mode runs/models/ run."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the outputs. Default: beside each input."),
+    device: str = DeviceOption,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace outputs that exist."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout instead of one line per output."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch. Default: torch's own (all cores)."),
+):
+    """Separate recordings into <stem>_<source>.wav per source (e.g. mix_male.wav, mix_female.wav)."""
+    import json
+
+    from sepvae.tool import load_separator, separate_files
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    try:
+        separator, info = load_separator(model, device)
+    except SepvaeError as exc:
+        if as_json:
+            typer.echo(json.dumps({"model": model, "error": str(exc), "files": [], "failed": len(files)}, indent=2))
+        raise
+    show = not as_json and sys.stderr.isatty()
+    with (_progress() if show else _no_progress()) as progress:
+        tasks = {}
+
+        def on_block(path, done, total):
+            if progress is None:
+                return
+            if path not in tasks:
+                tasks[path] = progress.add_task(f"separate {path.name}", total=total, info="")
+            progress.update(tasks[path], completed=done)
+
+        results = separate_files(separator, files, out, overwrite, on_block)
+    failed = [r for r in results if not r.ok]
+    for result in results:
+        for warning in result.warnings:
+            typer.echo(f"warning: {result.input}: {warning}", err=True)
+        if result.error:
+            typer.echo(f"error: {result.error}", err=True)
+    if as_json:
+        summary = {
+            "model": {**info.to_json(), "path": str(info.path)},
+            "files": [r.to_json() for r in results],
+            "failed": len(failed),
+        }
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        for result in results:
+            for source, path in result.outputs.items():
+                typer.echo(f"{path}  ({source}, {result.frames / result.sample_rate:.2f} s, {result.sample_rate} Hz, {result.output_subtype})")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _no_progress():
+    import contextlib
+
+    return contextlib.nullcontext(None)
+
+
+@app.command()
+@user_errors
+def models(
+    runs: Path = typer.Option(Path("runs"), help="Runs folder whose models/ to list."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+):
+    """List shipped models and the models trained under runs/models/."""
+    import json
+
+    from sepvae.tool import list_models
+
+    found = list_models(runs)
+    if as_json:
+        typer.echo(json.dumps([m.to_json() for m in found], indent=2))
+        return
+    rows = [("NAME / PATH", "TYPE", "SOURCES", "STFT", "DONE")]
+    for m in found:
+        if m.source_mode == "speaker":
+            sources = f"{len(m.sources)} speakers"
+        else:
+            sources = ", ".join(m.sources) or "-"
+        stft = "-"
+        if m.stft:
+            second = "hop" if m.stft.get("reading") == "hop" else "overlap"
+            stft = f"{m.stft.get('window_ms'):g} ms window, {m.stft.get('overlap_ms'):g} ms {second}"
+            if m.sample_rate:
+                stft += f" @ {m.sample_rate} Hz"
+        kind = f"{m.kind or '?'}" + (f" ({m.source_mode})" if m.source_mode else "")
+        done = ("yes" if m.done else "no") + (f"  {m.note}" if m.note else "")
+        rows.append((m.name, kind, sources, stft, done))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4])

@@ -92,10 +92,16 @@ class MixConfig:
     length: str = "shortest"  # "shortest": trim to the shorter; "longest": zero-pad the shorter
     peak: float = 0.9  # a common gain brings the mixture's peak to at most this
     sample_rate: int = SAMPLE_RATE
+    # "distinct": n_test mixtures, each test utterance once (the paper's 10 mixtures).
+    # "all": every compatible pair of those same test utterances (about n_test^2 mixtures),
+    # with the same training mixtures: a larger test set for deciding close comparisons.
+    test_pairs: str = "distinct"
 
     def __post_init__(self):
         if self.split not in ("utterance", "speaker"):
             raise SepvaeError(f"mix split must be 'utterance' or 'speaker', got {self.split!r}")
+        if self.test_pairs not in ("distinct", "all"):
+            raise SepvaeError(f"mix test_pairs must be 'distinct' or 'all', got {self.test_pairs!r}")
         if self.length not in ("shortest", "longest"):
             raise SepvaeError(f"mix length must be 'shortest' or 'longest', got {self.length!r}")
         if self.n_test < 1 or self.n_mixtures <= self.n_test:

@@ -142,6 +142,10 @@ def plan_mixtures(utterances: list[Utterance], config: MixConfig) -> list[tuple[
     train_f = [u for u in train_f if u.path not in test_paths]
     n_train = config.n_mixtures - config.n_test
     train = draw_pairs(train_m, train_f, n_train, rng, config.same_region, what="training ")
+    if config.test_pairs == "all":
+        chosen_m = sorted({m.path: m for m, _ in test}.values(), key=lambda u: u.path)
+        chosen_f = sorted({f.path: f for _, f in test}.values(), key=lambda u: u.path)
+        test = [(m, f) for m in chosen_m for f in chosen_f if _compatible(m, f, config.same_region)]
     return [("train", m, f) for m, f in train] + [("test", m, f) for m, f in test]
 
 
@@ -268,6 +272,22 @@ def make_mixtures(
         shutil.rmtree(out)
     staging.rename(out)
     return manifest
+
+
+def training_key(path: str | Path) -> str:
+    """A hash of a manifest's header and training rows: what trained models depend on.
+
+    Two manifests with the same training mixtures (e.g. the default test set and the
+    larger one) share their trained models.
+    """
+    import hashlib
+
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    header = rows[0]
+    split = header.index("split") if "split" in header else None
+    kept = [header] + [row for row in rows[1:] if split is None or row[split] == "train"]
+    return hashlib.sha256(json.dumps(kept).encode()).hexdigest()[:16]
 
 
 def read_manifest(path: str | Path, split: str | None = None) -> list[Mixture]:

@@ -3,12 +3,26 @@
 A ``Separator`` holds ``{source: model}`` plus what every checkpoint of a run shares (STFT
 settings, sample rate, normalization). The reconstruction is the paper's eq. 90: the
 Wiener-style mask S_k / sum_j S_j on the mixture magnitude with the mixture phase.
+
+Recordings of any length, rate and channel count go through one streaming path,
+:meth:`Separator.separate_blocks`: blocks in -> mono -> soxr stream to the model's rate ->
+chunks of STFT frames -> soxr stream back -> blocks out, in bounded memory.
+
+Chunks. The models work frame by frame, so an output sample depends only on the frames
+that overlap it, which lie within ``n_fft`` samples of it. A chunk of ``chunk`` samples
+(a multiple of the hop) is separated from a segment that adds ``margin >= n_fft`` samples
+(also a multiple of the hop) on each side, and the margins are thrown away. The segment
+starts on a multiple of the hop, so its frames are the whole signal's frames, and every
+frame under the kept part sees the same samples as in one whole-signal pass: the result
+equals :meth:`Separator.separate_tensor` on the whole signal up to float rounding.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -18,6 +32,14 @@ from sepvae.config import StftConfig, from_dict
 from sepvae.errors import SepvaeError
 from sepvae.filtering import apply_masks, ratio_mask
 from sepvae.stft import istft, stft
+
+DEFAULT_CHUNK_SECONDS = 10.0  # model-rate audio per model call: big batches, small memory
+BLOCK_FRAMES = 1 << 16  # input frames per block read from a file or cut from an array
+
+
+class SeparationWarning(UserWarning):
+    """Something the user should know about a separation that still succeeded."""
+
 
 def separate_with_masks(
     mixture: Tensor,
@@ -41,6 +63,14 @@ def separate_with_masks(
     return istft(apply_masks(spec, masks), n_fft, hop, mixture.shape[-1]), masks
 
 
+def to_mono(block: np.ndarray) -> np.ndarray:
+    """Average the channels of ``block``: (frames,) or (frames, channels) -> float32 (frames,)."""
+    block = np.asarray(block)
+    if block.ndim == 2:
+        block = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
+    return np.ascontiguousarray(block, dtype=np.float32)
+
+
 class Separator:
     """Separates a mixture into one waveform per source with ``{source: model}``.
 
@@ -48,6 +78,8 @@ class Separator:
         models: source name -> model with ``estimate(frames (n, bins)) -> (n, bins)``.
         scale: per-bin normalization (bins,), shared by all the models.
         stft_config, sample_rate: the analysis the models were trained with.
+        mask_power: exponent of the ratio mask (1 is the paper's eq. 90).
+        chunk_seconds: model-rate audio separated per model call by the streaming path.
     """
 
     def __init__(
@@ -58,6 +90,7 @@ class Separator:
         sample_rate: int,
         mask_power: float = 1.0,
         eps: float = 1e-8,
+        chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
     ):
         if len(models) < 2:
             raise SepvaeError(f"a Separator needs at least two source models, got {list(models)}")
@@ -67,11 +100,22 @@ class Separator:
         self.sample_rate = sample_rate
         self.mask_power = mask_power
         self.eps = eps
+        self.chunk_seconds = chunk_seconds
         self.device = scale.device
 
     @property
     def sources(self) -> list[str]:
         return list(self.models)
+
+    @property
+    def n_fft(self) -> int:
+        return self.stft_config.n_fft(self.sample_rate)
+
+    @property
+    def hop_length(self) -> int:
+        return self.stft_config.hop_length(self.sample_rate)
+
+    # -- loading ----------------------------------------------------------------------
 
     @classmethod
     def from_checkpoints(cls, paths: dict[str, str | Path], device: str = "auto", mask_power: float = 1.0) -> "Separator":
@@ -83,25 +127,55 @@ class Separator:
         models, reference = {}, None
         for name, path in paths.items():
             model, scale, config = load_checkpoint(path, torch_device)
-            shared = (config["stft"], config["sample_rate"], scale.cpu())
+            try:
+                stft_config = from_dict(StftConfig, config["stft"])
+                rate = int(config["sample_rate"])
+            except (KeyError, TypeError, ValueError, SepvaeError) as exc:
+                raise SepvaeError(f"{path}: checkpoint config has no valid STFT settings or sample rate ({exc})") from None
+            if stft_config.n_bins(rate) != scale.numel():
+                raise SepvaeError(
+                    f"{path}: checkpoint has {scale.numel()} frequency bins, but its STFT "
+                    f"({stft_config.window_ms:g} ms at {rate} Hz) gives {stft_config.n_bins(rate)}"
+                )
+            shared = (config["stft"], rate, scale.cpu())
             if reference is None:
                 reference = shared
             elif shared[:2] != reference[:2] or not torch.equal(shared[2], reference[2]):
                 raise SepvaeError(f"{path}: STFT, sample rate or normalization differ from the other source models")
             models[name] = model
+        if reference is None:
+            raise SepvaeError("no checkpoints given")
         stft_config = from_dict(StftConfig, reference[0])
         return cls(models, reference[2].to(torch_device), stft_config, int(reference[1]), mask_power)
 
     @classmethod
     def from_run(cls, run: str | Path, sources: list[str] | None = None, device: str = "auto", mask_power: float = 1.0) -> "Separator":
-        """Load a training run's models (all of them, or those named in ``sources``)."""
+        """Load a model folder's checkpoints: a training run or a shipped model.
+
+        All ``<source>.pt`` of the folder (in the order its ``model.json`` lists, else sorted),
+        or those named in ``sources``.
+        """
+        from sepvae.pretrained import checkpoints_in, read_card
+
         run = Path(run)
-        available = sorted(p.stem for p in run.glob("*.pt") if not p.stem.startswith("state-"))
-        names = sources or available
+        if not run.is_dir():
+            raise SepvaeError(f"{run}: no such model folder")
+        available = checkpoints_in(run)
+        listed = [s for s in read_card(run).get("sources", []) if s in available]
+        names = sources or (listed + [s for s in available if s not in listed])
         missing = [n for n in names if n not in available]
         if missing:
             raise SepvaeError(f"{run}: no model for source(s) {', '.join(missing)} (has {', '.join(available) or 'none'})")
         return cls.from_checkpoints({n: run / f"{n}.pt" for n in names}, device, mask_power)
+
+    @classmethod
+    def from_pretrained(cls, name: str = "default", device: str = "auto", mask_power: float = 1.0) -> "Separator":
+        """A model shipped in ``sepvae/pretrained/<name>/`` (``sepvae models`` lists them)."""
+        from sepvae.pretrained import folder
+
+        return cls.from_run(folder(name), device=device, mask_power=mask_power)
+
+    # -- the model ----------------------------------------------------------------------
 
     def estimate_magnitudes(self, magnitude: Tensor) -> Tensor:
         """Per-source magnitude estimates of a mixture magnitude spectrogram.
@@ -125,22 +199,166 @@ class Separator:
         return ratio_mask(self.estimate_magnitudes(spec.abs()), power=self.mask_power, eps=self.eps)
 
     def separate_tensor(self, mixture: Tensor) -> tuple[Tensor, Tensor]:
-        """Separate a mono mixture at the model's sample rate.
+        """Separate a mono mixture at the model's sample rate in one pass.
 
         Shape:
             mixture: (time,) -> waveforms (sources, time), masks (sources, bins, frames)
         """
-        with torch.no_grad():
+        with torch.inference_mode():
             return separate_with_masks(
                 mixture.to(self.device, torch.float32), self.mask, self.stft_config, self.sample_rate
             )
 
+    # -- recordings -----------------------------------------------------------------------
+
+    def check_length(self, frames: int, sample_rate: int) -> None:
+        """Raise SepvaeError if ``frames`` samples at ``sample_rate`` are less than one STFT window."""
+        if frames < 1:
+            raise SepvaeError("has zero samples")
+        if frames * self.sample_rate < self.n_fft * sample_rate:
+            needed = self.n_fft / self.sample_rate
+            raise SepvaeError(
+                f"too short: {frames} samples at {sample_rate} Hz ({1000 * frames / sample_rate:.1f} ms); "
+                f"the model needs at least one STFT window ({1000 * needed:g} ms, "
+                f"{math.ceil(needed * sample_rate)} samples at {sample_rate} Hz)"
+            )
+
     def separate(self, waveform: np.ndarray, sample_rate: int) -> dict[str, np.ndarray]:
-        """Separate a mono waveform (time,) at the model's sample rate; source -> (time,)."""
-        waveform = np.asarray(waveform, dtype=np.float32)
-        if waveform.ndim != 1:
-            raise ValueError(f"waveform must be mono (time,), got shape {waveform.shape}")
-        if sample_rate != self.sample_rate:
-            raise SepvaeError(f"sample rate {sample_rate} Hz: this model expects {self.sample_rate} Hz")
-        waveforms, _ = self.separate_tensor(torch.from_numpy(waveform))
-        return {name: w.cpu().numpy() for name, w in zip(self.sources, waveforms)}
+        """Separate a recording at any sample rate; returns source -> float32 (time,).
+
+        ``waveform`` is (time,) or (time, channels), float in [-1, 1] (integer arrays are
+        scaled from their full range). Channels are averaged to mono with a
+        :class:`SeparationWarning`; the estimates have the input's rate and length.
+        All-zero input gives all-zero estimates (with a warning).
+
+        Raises SepvaeError for empty, too short (less than one STFT window) or non-finite
+        input. The same streaming code path as ``sepvae separate``, so both give the same
+        samples.
+        """
+        waveform = np.asarray(waveform)
+        if waveform.ndim not in (1, 2):
+            raise ValueError(f"waveform must be (time,) or (time, channels), got shape {waveform.shape}")
+        if waveform.ndim == 2 and waveform.shape[1] > waveform.shape[0]:
+            raise ValueError(
+                f"waveform of shape {waveform.shape} has more channels than samples; "
+                f"pass (time, channels), e.g. waveform.T"
+            )
+        if np.issubdtype(waveform.dtype, np.integer):
+            info = np.iinfo(waveform.dtype)
+            waveform = (waveform.astype(np.float64) - (info.max + 1 + info.min) / 2) / ((info.max - info.min + 1) / 2)
+        elif not np.issubdtype(waveform.dtype, np.floating):
+            raise ValueError(f"waveform must be a real float or integer array, got {waveform.dtype}")
+        sample_rate = int(sample_rate)
+        if sample_rate < 1:
+            raise ValueError(f"sample_rate must be a positive integer, got {sample_rate}")
+        self.check_length(waveform.shape[0], sample_rate)
+        if waveform.ndim == 2 and waveform.shape[1] > 1:
+            warnings.warn(f"{waveform.shape[1]} channels averaged to mono", SeparationWarning, stacklevel=2)
+        blocks = (to_mono(waveform[i : i + BLOCK_FRAMES]) for i in range(0, waveform.shape[0], BLOCK_FRAMES))
+        out = np.concatenate(list(self.separate_blocks(blocks, sample_rate)), axis=1)
+        return {name: out[k] for k, name in enumerate(self.sources)}
+
+    def separate_blocks(self, blocks: Iterable[np.ndarray], sample_rate: int) -> Iterator[np.ndarray]:
+        """Stream a mono recording through the models: the core of :meth:`separate` and the CLI.
+
+        ``blocks`` are consecutive float32 (frames,) pieces of one recording at
+        ``sample_rate``; the blocks yielded are (sources, frames) pieces of the estimates at
+        the same rate, as many samples in all as went in. Memory is bounded by the block
+        and chunk sizes, not the recording's length.
+
+        Raises SepvaeError on NaN or Inf samples (naming the time), warns
+        (:class:`SeparationWarning`) if every sample is zero.
+        """
+        total = 0
+        peak = 0.0
+
+        def checked() -> Iterator[np.ndarray]:
+            nonlocal total, peak
+            for block in blocks:
+                block = np.asarray(block, dtype=np.float32)
+                if block.ndim != 1:
+                    raise ValueError(f"blocks must be mono (frames,), got shape {block.shape}")
+                if not block.size:
+                    continue
+                finite = np.isfinite(block)
+                if not finite.all():
+                    first = total + int(np.argmin(finite))
+                    raise SepvaeError(f"contains NaN or Inf samples (first at {first / sample_rate:.3f} s, sample {first})")
+                peak = max(peak, float(np.abs(block).max()))
+                total += block.size
+                yield block
+
+        resampling = sample_rate != self.sample_rate
+        model_blocks: Iterable[np.ndarray] = checked()
+        if resampling:
+            model_blocks = _resampled(model_blocks, sample_rate, self.sample_rate, 1)
+        estimates = self._separate_chunks(model_blocks)
+        if resampling:
+            estimates = _resampled(estimates, self.sample_rate, sample_rate, len(self.models))
+        emitted = 0
+        for block in estimates:
+            # The resamplers round lengths: never give more samples than came in ...
+            block = block[:, : max(0, total - emitted)]
+            if block.shape[1]:
+                emitted += block.shape[1]
+                yield block
+        if total == 0:
+            raise SepvaeError("has zero samples")
+        if emitted < total:  # ... nor fewer.
+            yield np.zeros((len(self.models), total - emitted), dtype=np.float32)
+        if peak == 0.0:
+            warnings.warn("input is silent (all samples are zero): the estimates are silent too", SeparationWarning, stacklevel=2)
+
+    def _separate_chunks(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Chunked separation at the model's rate (see the module docstring).
+
+        Shape: mono blocks (frames,) in -> (sources, frames) blocks out, same total length.
+        """
+        hop = self.hop_length
+        margin = math.ceil(self.n_fft / hop) * hop
+        chunk = max(1, round(self.chunk_seconds * self.sample_rate / hop)) * hop
+        pending: list[np.ndarray] = []
+        pending_frames = 0
+        start = 0  # recording index of the first pending sample (a multiple of hop)
+        core = 0  # recording index of the next sample to yield (a multiple of chunk)
+        for block in blocks:
+            pending.append(block)
+            pending_frames += block.size
+            if start + pending_frames < core + chunk + margin:
+                continue
+            buffer = np.concatenate(pending)
+            while start + buffer.size >= core + chunk + margin:
+                segment_start = max(0, core - margin)
+                segment = buffer[segment_start - start : core + chunk + margin - start]
+                yield self._separate_segment(segment)[:, core - segment_start : core - segment_start + chunk]
+                core += chunk
+                drop = max(0, core - margin - start)
+                buffer, start = buffer[drop:], start + drop
+            pending, pending_frames = [buffer], buffer.size
+        if pending_frames and start + pending_frames > core:
+            buffer = np.concatenate(pending)
+            segment_start = max(0, core - margin)
+            yield self._separate_segment(buffer[segment_start - start :])[:, core - segment_start :]
+
+    def _separate_segment(self, segment: np.ndarray) -> np.ndarray:
+        waveforms, _ = self.separate_tensor(torch.from_numpy(np.ascontiguousarray(segment)))
+        return waveforms.cpu().numpy()
+
+
+def _resampled(blocks: Iterable[np.ndarray], rate_in: int, rate_out: int, channels: int) -> Iterator[np.ndarray]:
+    """Stream (frames,) or (channels, frames) blocks through soxr; the same layout comes out.
+
+    soxr's stream gives the same samples as its one-shot ``soxr.resample`` of the whole
+    signal, whatever the block sizes.
+    """
+    import soxr
+
+    stream = soxr.ResampleStream(rate_in, rate_out, channels, dtype="float32", quality="HQ")
+    for block in blocks:
+        out = stream.resample_chunk(np.ascontiguousarray(block.T), last=False)
+        if out.shape[0]:
+            yield out.T
+    shape = (0,) if channels == 1 else (0, channels)
+    out = stream.resample_chunk(np.zeros(shape, dtype=np.float32), last=True)
+    if out.shape[0]:
+        yield out.T

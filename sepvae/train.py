@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -20,12 +21,12 @@ import torch
 from torch import Tensor
 
 import sepvae
-from sepvae.audio import atomic_output, file_md5, write_text
+from sepvae.audio import atomic_output, write_text
 from sepvae.checkpoint import save_checkpoint
 from sepvae.config import Method, TrainConfig, config_hash, to_dict
 from sepvae.errors import SepvaeError
 from sepvae.features import FrameSet, fit_scale, load_frames
-from sepvae.mixing import read_manifest
+from sepvae.mixing import read_manifest, training_key
 
 EpochCallback = Callable[[str, int, int, dict], None]  # (job, epoch, epochs, logs)
 
@@ -89,6 +90,7 @@ def fit(
     for epoch in range(start_epoch, config.epochs + 1):
         if history and all(since_best[name] >= config.patience for name in models):
             break
+        started = time.perf_counter()
         for model in models.values():
             model.train()
         sums = {name: torch.zeros(3, device=device) for name in models}
@@ -105,7 +107,7 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
-        logs = {"epoch": epoch}
+        logs: dict = {"epoch": epoch}
         for name, model in models.items():
             loss, recon, reg = (sums[name] / n).tolist()
             if not all(math.isfinite(v) for v in (loss, recon, reg)):
@@ -121,6 +123,7 @@ def fit(
             else:
                 since_best[name] += 1
             logs[name] = {"loss": loss, "recon": recon, "reg": reg, "val_recon": val}
+        logs["seconds"] = time.perf_counter() - started  # wall time, kept across resumes
         history.append(logs)
         if state_path is not None:
             state = {
@@ -147,7 +150,7 @@ def run_dir(method: Method, manifest: Path, sample_rate: int, runs_root: Path) -
         {"kind": method.kind, "source_mode": method.source_mode, "stft": method.stft,
          "model": method.model, "train": method.train, "nmf_components": method.nmf_components
          if method.kind == "nmf" else None},
-        {"manifest": file_md5(manifest), "sample_rate": sample_rate},
+        {"training_mixtures": training_key(manifest), "sample_rate": sample_rate},
     )
     return runs_root / "models" / f"{method.kind}-{method.source_mode}-{key}"
 
@@ -216,7 +219,7 @@ def train_method(
     resolved = {
         "kind": method.kind, "source_mode": method.source_mode, "stft": to_dict(method.stft),
         "model": to_dict(method.model), "train": to_dict(method.train), "sample_rate": sample_rate,
-        "n_bins": n_bins, "manifest": str(manifest), "manifest_md5": file_md5(manifest),
+        "n_bins": n_bins, "manifest": str(manifest), "training_mixtures": training_key(manifest),
         "version": sepvae.__version__,
     }
     write_text(out / "config.json", json.dumps(resolved, indent=2) + "\n")

@@ -112,3 +112,14 @@ def test_external_manifest(tmp_path):
     (mixture,) = read_manifest(tmp_path / "list.csv")
     assert mixture.split == "test" and set(mixture.source_paths) == {"alice", "bob"}
     assert mixture.mixture_path == tmp_path / "m.wav"
+
+
+def test_all_test_pairs_keep_training_mixtures(sample_mixtures):
+    utterances, _ = sample_mixtures
+    distinct = plan_mixtures(utterances, MixConfig())
+    every = plan_mixtures(utterances, MixConfig(test_pairs="all"))
+    train = lambda plan: [(m.path, f.path) for s, m, f in plan if s == "train"]  # noqa: E731
+    assert train(every) == train(distinct)
+    tests = [(m, f) for s, m, f in every if s == "test"]
+    assert 80 <= len(tests) <= 100 and all(m.transcript != f.transcript for m, f in tests)
+    assert {u.path for p in tests for u in p} == {u.path for s, m, f in distinct if s == "test" for u in (m, f)}

@@ -40,7 +40,7 @@ def test_paper_batch_sizes_train_and_log(batch_size):
     trained = models()
     before = weights(trained)
     history = fit(trained, data(), data(40, seed=1), TrainConfig(epochs=1, batch_size=batch_size))
-    assert len(history) == 1 and set(history[0]) == {"epoch", "male", "female"}
+    assert len(history) == 1 and set(history[0]) == {"epoch", "male", "female", "seconds"}
     assert set(history[0]["male"]) == {"loss", "recon", "reg", "val_recon"}
     after = weights(trained)
     assert any(not torch.equal(before[k], after[k]) for k in before)

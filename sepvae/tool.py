@@ -1,0 +1,344 @@
+"""Separating users' files: what ``sepvae separate`` and ``sepvae models`` do.
+
+``separate_files`` streams each input (any format soundfile reads, any rate, any channel
+count) through :meth:`Separator.separate_blocks` and writes ``<stem>_<source>.wav`` per
+source: at the input's rate and length, 32-bit float for float-coded input (FLOAT,
+DOUBLE, and the lossy VORBIS / OPUS / MPEG, which decode to float) and 16-bit PCM for
+integer-coded input (PCM, u-law, ADPCM, ...). Outputs are written to temporary files beside
+their final names and renamed only when the whole input has been separated, so a failure
+never leaves an output behind. A failing input does not stop the others.
+
+``--model`` names a model: a shipped one (``sepvae/pretrained/<name>/``) or a folder of
+``<source>.pt`` checkpoints, such as a gender-mode run under ``runs/models/``. A single
+``.pt`` is refused: it holds one source's model, and separating needs one per source.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from sepvae import pretrained
+from sepvae.errors import SepvaeError
+
+FLOAT_CODED = ("FLOAT", "DOUBLE", "VORBIS", "OPUS", "MPEG_LAYER_I", "MPEG_LAYER_II", "MPEG_LAYER_III")
+WAV_LIMIT = 0xFFFFFFFF - (1 << 16)  # bytes of samples a RIFF WAV holds; beyond it, RF64
+
+Progress = Callable[[int, int], None]  # (input frames done, input frames in all)
+
+
+# ---------------------------------------------------------------------------------------
+# Models
+
+
+@dataclass
+class ModelInfo:
+    """A model ``sepvae separate --model`` can be given, as ``sepvae models`` lists it."""
+
+    name: str  # the shipped name, or the run folder's path
+    path: Path
+    origin: str  # "shipped" or "run"
+    kind: str | None = None
+    source_mode: str | None = None
+    sources: list[str] = field(default_factory=list)
+    sample_rate: int | None = None
+    stft: dict[str, Any] | None = None
+    done: bool = False
+    note: str = ""
+
+    @property
+    def usable(self) -> bool:
+        return self.done and self.source_mode in (None, "gender") and len(self.sources) >= 2
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "path": str(self.path), "origin": self.origin, "kind": self.kind,
+            "source_mode": self.source_mode, "sources": self.sources, "sample_rate": self.sample_rate,
+            "stft": self.stft, "done": self.done, "usable": self.usable, "note": self.note,
+        }
+
+
+def describe_model(folder: Path, name: str, origin: str) -> ModelInfo:
+    """What a model folder holds, from its model.json / config.json (no torch needed)."""
+    folder = Path(folder)
+    card = pretrained.read_card(folder)
+    config: dict[str, Any] = {}
+    if (folder / "config.json").is_file():
+        try:
+            config = json.loads((folder / "config.json").read_text())
+        except (OSError, ValueError):
+            config = {}
+    info = {**config, **card}
+    checkpoints = pretrained.checkpoints_in(folder)
+    listed = [s for s in card.get("sources", []) if s in checkpoints]
+    sources = listed + [s for s in checkpoints if s not in listed]
+    done = (folder / "done").is_file() if origin == "run" else bool(checkpoints)
+    model = ModelInfo(
+        name=name, path=folder, origin=origin, kind=info.get("kind"), source_mode=info.get("source_mode"),
+        sources=sources, sample_rate=info.get("sample_rate"), stft=info.get("stft"), done=done,
+    )
+    if checkpoints and (model.stft is None or model.sample_rate is None):
+        model.stft, model.sample_rate, model.kind = _checkpoint_facts(folder / f"{checkpoints[0]}.pt", model.kind)
+    if model.source_mode == "speaker":
+        model.note = "speaker mode: one model per training speaker, not usable by separate"
+    elif not checkpoints:
+        model.note = "not installed (make pretrained)" if origin == "shipped" else "no checkpoints yet"
+    elif not done:
+        model.note = "training not finished"
+    return model
+
+
+def _checkpoint_facts(path: Path, kind: str | None):
+    """STFT, sample rate and kind read from a checkpoint, for a folder without a card."""
+    import torch
+
+    try:
+        config = torch.load(path, map_location="cpu", weights_only=True)["config"]
+        return config.get("stft"), config.get("sample_rate"), kind or config.get("kind")
+    except Exception:  # a broken checkpoint still gets listed; separate will say what is wrong
+        return None, None, kind
+
+
+def list_models(runs: Path = Path("runs")) -> list[ModelInfo]:
+    """Shipped models (``default`` even if not installed), then the runs under ``runs/models/``."""
+    models = []
+    shipped = sorted(p.name for p in pretrained.ROOT.iterdir() if p.is_dir() and pretrained.is_name(p.name))
+    for name in sorted(set(shipped) | {pretrained.DEFAULT}, key=lambda n: (n != pretrained.DEFAULT, n)):
+        models.append(describe_model(pretrained.ROOT / name, name, "shipped"))
+    root = Path(runs) / "models"
+    if root.is_dir():
+        for folder in sorted(p for p in root.iterdir() if (p / "config.json").is_file()):
+            models.append(describe_model(folder, str(folder), "run"))
+    return models
+
+
+def resolve_model(model: str = pretrained.DEFAULT) -> tuple[str, Path]:
+    """(name, folder) of ``--model``: a shipped name, else a path to a model folder.
+
+    A shipped name wins over a folder of the same name in the working directory; write
+    ``./name`` for the folder.
+    """
+    if pretrained.is_name(model) and (
+        (pretrained.ROOT / model).is_dir() or model == pretrained.DEFAULT or not Path(model).exists()
+    ):
+        return model, pretrained.folder(model)
+    path = Path(model)
+    if not path.exists():
+        raise SepvaeError(f"{path}: no such model folder")
+    if path.is_file():
+        if path.suffix == ".pt":
+            raise SepvaeError(
+                f"{path}: a single checkpoint holds one source's model; give the folder with one "
+                f"<source>.pt per source ({path.parent})"
+            )
+        raise SepvaeError(f"{path}: not a model folder (a folder of <source>.pt checkpoints)")
+    described = describe_model(path, str(path), "run")
+    if described.source_mode == "speaker":
+        raise SepvaeError(f"{path}: a speaker-mode run (one model per training speaker); separate needs a gender-mode run")
+    if len(described.sources) < 2:
+        raise SepvaeError(f"{path}: needs one <source>.pt checkpoint per source, found {described.sources or 'none'}")
+    return str(path), path
+
+
+def load_separator(model: str = pretrained.DEFAULT, device: str = "auto"):
+    """(Separator, ModelInfo) for ``--model``; one-line SepvaeError for anything wrong."""
+    from sepvae.separator import Separator
+
+    name, folder = resolve_model(model)
+    separator = Separator.from_run(folder, device=device)
+    info = describe_model(folder, name, "shipped" if folder.parent == pretrained.ROOT else "run")
+    info.sources = separator.sources
+    return separator, info
+
+
+# ---------------------------------------------------------------------------------------
+# Files
+
+
+@dataclass
+class FileResult:
+    """What happened to one input: its outputs, or the error that stopped it."""
+
+    input: Path
+    outputs: dict[str, Path] = field(default_factory=dict)
+    error: str | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+    frames: int | None = None
+    format: str | None = None
+    subtype: str | None = None
+    output_subtype: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> dict[str, Any]:
+        data = {"input": str(self.input), "ok": self.ok}
+        if self.ok:
+            data["outputs"] = {source: str(path) for source, path in self.outputs.items()}
+        else:
+            data["error"] = self.error
+        data.update(
+            sample_rate=self.sample_rate, channels=self.channels, frames=self.frames,
+            duration=None if not self.frames or not self.sample_rate else self.frames / self.sample_rate,
+            format=self.format, subtype=self.subtype, output_subtype=self.output_subtype,
+            warnings=self.warnings, seconds=round(self.seconds, 3),
+        )
+        return data
+
+
+def output_paths(path: Path, sources: list[str], out_dir: Path | None = None) -> dict[str, Path]:
+    """source -> ``<out_dir or the input's folder>/<stem>_<source>.wav``."""
+    folder = Path(out_dir) if out_dir is not None else Path(path).parent
+    return {source: folder / f"{Path(path).stem}_{source}.wav" for source in sources}
+
+
+def output_subtype(subtype: str) -> str:
+    """The output WAV subtype for an input subtype: float stays float, the rest is PCM_16."""
+    return "FLOAT" if subtype in FLOAT_CODED else "PCM_16"
+
+
+def separate_files(
+    separator,
+    paths: list[Path],
+    out_dir: Path | None = None,
+    overwrite: bool = False,
+    progress: Callable[[Path, int, int], None] | None = None,
+) -> list[FileResult]:
+    """Separate each file with one loaded ``separator``; a bad file gives an error result.
+
+    Never raises SepvaeError for a single file: its :class:`FileResult` says what went
+    wrong and the next file is processed.
+    """
+    results = []
+    inputs = {Path(p).resolve() for p in paths}
+    written: dict[Path, Path] = {}  # output -> the input of this call that made it
+    for path in paths:
+        path = Path(path)
+        started = time.perf_counter()
+        try:
+            planned = output_paths(path, separator.sources, out_dir)
+            for output in planned.values():
+                target = output.resolve()
+                if target in written:
+                    raise SepvaeError(f"{path}: its output {output} would replace that of {written[target]} (same name)")
+                if target in inputs:
+                    raise SepvaeError(f"{path}: its output {output} is one of the inputs")
+            each = (lambda done, total: progress(path, done, total)) if progress else None
+            result = separate_file(separator, path, out_dir, overwrite, each)
+            written.update({p.resolve(): path for p in result.outputs.values()})
+        except SepvaeError as exc:
+            result = FileResult(input=path, error=str(exc))
+        result.seconds = time.perf_counter() - started
+        results.append(result)
+    return results
+
+
+def separate_file(
+    separator,
+    path: str | Path,
+    out_dir: Path | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> FileResult:
+    """Separate one file into ``<stem>_<source>.wav`` files; SepvaeError naming it if it fails.
+
+    Warnings (downmix, silent input, clipping) are returned in the result, not raised.
+    """
+    import numpy as np
+    import soundfile as sf
+
+    from sepvae.audio import atomic_output, check_readable
+    from sepvae.separator import BLOCK_FRAMES, SeparationWarning, to_mono
+
+    path = check_readable(path)
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+        raise SepvaeError(f"{path}: cannot read audio ({_short(exc)})") from None
+    result = FileResult(
+        input=path, sample_rate=int(info.samplerate), channels=int(info.channels), frames=int(info.frames),
+        format=info.format, subtype=info.subtype, output_subtype=output_subtype(info.subtype),
+    )
+    try:
+        separator.check_length(result.frames, result.sample_rate)
+    except SepvaeError as exc:
+        raise SepvaeError(f"{path}: {exc}") from None
+    outputs = output_paths(path, separator.sources, out_dir)
+    folder = next(iter(outputs.values())).parent
+    if folder.exists() and not folder.is_dir():
+        raise SepvaeError(f"{path}: cannot write to {folder}: it is a file, not a folder")
+    for output in outputs.values():
+        if output.is_dir():
+            raise SepvaeError(f"{path}: output {output} is a folder")
+        if output.exists() and not overwrite:
+            raise SepvaeError(f"{path}: output {output} exists (use --overwrite to replace it)")
+    subtype = result.output_subtype
+    sample_bytes = 4 if subtype == "FLOAT" else 2
+    container = "RF64" if result.frames * sample_bytes > WAV_LIMIT else "WAV"
+    clipped = 0
+
+    with contextlib.ExitStack() as stack, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SeparationWarning)
+        writers = []
+        for output in outputs.values():
+            try:
+                tmp = stack.enter_context(atomic_output(output))
+                writers.append(stack.enter_context(
+                    sf.SoundFile(tmp, "w", samplerate=result.sample_rate, channels=1, subtype=subtype, format=container)
+                ))
+            except (OSError, sf.LibsndfileError) as exc:
+                raise SepvaeError(f"{path}: cannot write to {output.parent} ({_short(exc)})") from None
+        try:
+            reader = stack.enter_context(sf.SoundFile(str(path)))
+        except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+            raise SepvaeError(f"{path}: cannot read audio ({_short(exc)})") from None
+        done = 0
+
+        def blocks():
+            nonlocal done
+            while True:
+                try:
+                    block = reader.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
+                except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+                    raise SepvaeError(f"cannot read audio after {done} frames ({_short(exc)})") from None
+                if not len(block):
+                    return
+                done += len(block)
+                if progress:
+                    progress(done, result.frames)
+                yield to_mono(block)
+
+        try:
+            for estimates in separator.separate_blocks(blocks(), result.sample_rate):
+                if subtype == "PCM_16":
+                    clipped += int(np.count_nonzero(np.abs(estimates) > 1.0))
+                    estimates = np.clip(estimates, -1.0, 1.0)
+                for writer, estimate in zip(writers, estimates):
+                    writer.write(estimate)
+        except SepvaeError as exc:
+            raise SepvaeError(f"{path}: {exc}") from None
+        except OSError as exc:
+            raise SepvaeError(f"{path}: cannot write to {folder} ({_short(exc)})") from None
+        result.frames = done
+    if result.channels > 1:
+        result.warnings.append(f"{result.channels} channels averaged to mono")
+    result.warnings += [str(w.message) for w in caught if issubclass(w.category, SeparationWarning)]
+    if clipped:
+        result.warnings.append(f"{clipped} output samples beyond [-1, 1] clipped for 16-bit PCM")
+    result.outputs = outputs
+    return result
+
+
+def _short(exc: Exception) -> str:
+    text = getattr(exc, "strerror", None) or str(exc).strip()
+    lines = str(text).splitlines()
+    return lines[-1] if lines else type(exc).__name__

@@ -146,9 +146,9 @@ MODEL_NAME_DEFAULTS: dict[str, dict[str, Any]] = {"beta-vae": {"beta": 4.0}}
 @dataclass(frozen=True)
 class TrainConfig:
     batch_size: int = 70
-    epochs: int = 40
+    epochs: int = 30
     lr: float = 1e-3
-    patience: int = 8  # early stopping: epochs without validation improvement
+    patience: int = 6  # early stopping: epochs without validation improvement
     val_fraction: float = 0.1  # part of the training mixtures held out for early stopping
     seed: int = 0
 

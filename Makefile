@@ -11,7 +11,7 @@ export TIMIT_ROOT
 CONFIG ?= experiments/reproduce.toml
 SEPVAE := $(BIN)/sepvae
 
-.PHONY: setup test data mix train separate evaluate report reproduce bench pretrained sweeps clean
+.PHONY: setup test data mix train separate evaluate report reproduce bench pretrained clean
 
 setup: $(STAMP)
 
@@ -43,8 +43,13 @@ report: evaluate
 
 reproduce: report
 
+# The shipped default model: the best gender-mode model of make reproduce's evaluation.
+pretrained: evaluate
+	$(SEPVAE) export-model --config $(CONFIG) --method best --name default
+
 bench: setup
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/train_speed.py
+	$(BIN)/python benchmarks/separate_speed.py
 
 clean:
 	rm -rf runs reports

@@ -199,6 +199,20 @@ def report(config: Path = ConfigOption):
     typer.echo(f"\nreport: {path}")
 
 
+@app.command("export-model")
+@user_errors
+def export_model(
+    config: Path = ConfigOption,
+    method: str = typer.Option("best", help="Method label to ship; 'best' = highest median SDR among gender-mode models."),
+    name: str = typer.Option("default", help="Name of the shipped model (sepvae/pretrained/<name>/)."),
+):
+    """Ship an evaluated gender-mode model pair inside the package (make pretrained)."""
+    from sepvae.pipeline import export_model as export
+
+    out = export(_experiment(config), method, name)
+    typer.echo(f"{out}")
+
+
 @app.command()
 @user_errors
 def separate(
@@ -212,7 +226,11 @@ def separate(
 ):
     """Separate recordings into <stem>_<source>.wav per source (e.g. mix_male.wav, mix_female.wav)."""
     import json
+    import os
 
+    # Before torch loads libgomp: its default busy-waiting threads slow separation ~20x
+    # whenever another process holds a core; passive waiting costs nothing when idle.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from sepvae.tool import load_separator, separate_files
 
     if threads:
@@ -236,24 +254,23 @@ def separate(
                 tasks[path] = progress.add_task(f"separate {path.name}", total=total, info="")
             progress.update(tasks[path], completed=done)
 
-        results = separate_files(separator, files, out, overwrite, on_block)
+        def on_result(result):
+            for warning in result.warnings:
+                typer.echo(f"warning: {result.input}: {warning}", err=True)
+            if result.error:
+                typer.echo(f"error: {result.error}", err=True)
+            if not as_json:
+                for source, path in result.outputs.items():
+                    typer.echo(
+                        f"{path}  ({source}, {result.frames / result.sample_rate:.2f} s, "
+                        f"{result.sample_rate} Hz, {result.output_subtype})"
+                    )
+
+        results = separate_files(separator, files, out, overwrite, on_block, on_result)
     failed = [r for r in results if not r.ok]
-    for result in results:
-        for warning in result.warnings:
-            typer.echo(f"warning: {result.input}: {warning}", err=True)
-        if result.error:
-            typer.echo(f"error: {result.error}", err=True)
     if as_json:
-        summary = {
-            "model": {**info.to_json(), "path": str(info.path)},
-            "files": [r.to_json() for r in results],
-            "failed": len(failed),
-        }
+        summary = {"model": info.to_json(), "files": [r.to_json() for r in results], "failed": len(failed)}
         typer.echo(json.dumps(summary, indent=2))
-    else:
-        for result in results:
-            for source, path in result.outputs.items():
-                typer.echo(f"{path}  ({source}, {result.frames / result.sample_rate:.2f} s, {result.sample_rate} Hz, {result.output_subtype})")
     if failed:
         raise typer.Exit(1)
 
@@ -291,7 +308,7 @@ def models(
             stft = f"{m.stft.get('window_ms'):g} ms window, {m.stft.get('overlap_ms'):g} ms {second}"
             if m.sample_rate:
                 stft += f" @ {m.sample_rate} Hz"
-        kind = f"{m.kind or '?'}" + (f" ({m.source_mode})" if m.source_mode else "")
+        kind = (m.kind or "-") + (f" ({m.source_mode})" if m.source_mode else "")
         done = ("yes" if m.done else "no") + (f"  {m.note}" if m.note else "")
         rows.append((m.name, kind, sources, stft, done))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]

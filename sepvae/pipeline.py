@@ -308,3 +308,38 @@ def report(experiment: Experiment, paths: Paths = Paths()) -> Path:
     out_dir = metrics.parent
     figure = spectrogram_example(experiment, paths, out_dir / "spectrograms.png")
     return write_report(metrics, out_dir, f"sepvae: {experiment.name}", spectrogram_png=figure)
+
+
+def export_model(experiment: Experiment, label: str = "best", name: str = "default",
+                 root: Path | None = None, paths: Paths = Paths()) -> Path:
+    """Ship a trained gender-mode model pair as ``sepvae/pretrained/<name>`` (``make pretrained``).
+
+    ``label = "best"`` picks the model method with the highest median SDR in the
+    experiment's metrics.csv; its evaluation medians go into the model card.
+    """
+    from sepvae.pretrained import CARD, export
+    from sepvae.report import read_metrics, summary_table
+    from sepvae.train import run_dir
+
+    metrics = metrics_path(experiment, paths)
+    if not metrics.is_file():
+        raise SepvaeError(f"{metrics}: not found (run `sepvae evaluate -c {experiment.path}` first)")
+    candidates = {m.label: m for m in experiment.methods if m.model is not None and m.source_mode == "gender"}
+    scored = {row["method"]: row for row in summary_table(read_metrics(metrics))
+              if row["source_mode"] == "gender" and row["method"] in candidates}
+    if label == "best":
+        if not scored:
+            raise SepvaeError(f"{metrics}: no gender-mode model method to export")
+        label = max(scored.values(), key=lambda row: row["sdr_median"])["method"]
+    if label not in scored:
+        raise SepvaeError(f"no evaluated gender-mode model method {label!r} in {experiment.path}; have {', '.join(scored)}")
+    manifest = manifest_of(experiment, paths)
+    out = export(run_dir(candidates[label], manifest, _sample_rate(manifest), paths.runs), name, root=root)
+    card = json.loads((out / CARD).read_text())
+    card["evaluation"] = {
+        "experiment": experiment.path, "method": label, "test_estimates": scored[label]["n"],
+        **{k: round(v, 3) for k, v in scored[label].items() if k.endswith("_median")},
+    }
+    card["data_licence"] = "TIMIT corpus sample, Copyright 1993 Linguistic Data Consortium, CC BY-NC-SA"
+    write_text(out / CARD, json.dumps(card, indent=2) + "\n")
+    return out

@@ -65,10 +65,15 @@ def separate_with_masks(
 
 def to_mono(block: np.ndarray) -> np.ndarray:
     """Average the channels of ``block``: (frames,) or (frames, channels) -> float32 (frames,)."""
-    block = np.asarray(block)
-    if block.ndim == 2:
-        block = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
-    return np.ascontiguousarray(block, dtype=np.float32)
+    block = np.asarray(block, dtype=np.float32)
+    if block.ndim == 1:
+        return np.ascontiguousarray(block)
+    mono = block[:, 0].copy()
+    for channel in range(1, block.shape[1]):  # column adds: several times faster than mean(axis=1)
+        mono += block[:, channel]
+    if block.shape[1] > 1:
+        mono *= np.float32(1 / block.shape[1])
+    return mono
 
 
 class Separator:
@@ -228,7 +233,8 @@ class Separator:
 
         ``waveform`` is (time,) or (time, channels), float in [-1, 1] (integer arrays are
         scaled from their full range). Channels are averaged to mono with a
-        :class:`SeparationWarning`; the estimates have the input's rate and length.
+        :class:`SeparationWarning`; the estimates have the input's rate and length, and
+        hold nothing above half the model's rate (the models never saw that band).
         All-zero input gives all-zero estimates (with a warning).
 
         Raises SepvaeError for empty, too short (less than one STFT window) or non-finite
@@ -280,11 +286,11 @@ class Separator:
                     raise ValueError(f"blocks must be mono (frames,), got shape {block.shape}")
                 if not block.size:
                     continue
-                finite = np.isfinite(block)
-                if not finite.all():
-                    first = total + int(np.argmin(finite))
+                block_peak = float(np.abs(block).max())  # NaN or Inf if any sample is
+                if not math.isfinite(block_peak):
+                    first = total + int(np.argmin(np.isfinite(block)))
                     raise SepvaeError(f"contains NaN or Inf samples (first at {first / sample_rate:.3f} s, sample {first})")
-                peak = max(peak, float(np.abs(block).max()))
+                peak = max(peak, block_peak)
                 total += block.size
                 yield block
 

@@ -4,7 +4,8 @@
 count) through :meth:`Separator.separate_blocks` and writes ``<stem>_<source>.wav`` per
 source: at the input's rate and length, 32-bit float for float-coded input (FLOAT,
 DOUBLE, and the lossy VORBIS / OPUS / MPEG, which decode to float) and 16-bit PCM for
-integer-coded input (PCM, u-law, ADPCM, ...). Outputs are written to temporary files beside
+integer-coded input (PCM, u-law, ADPCM, ...); above half the model's rate (8 kHz for
+16 kHz models) they are silent. Outputs are written to temporary files beside
 their final names and renamed only when the whole input has been separated, so a failure
 never leaves an output behind. A failing input does not stop the others.
 
@@ -212,11 +213,12 @@ def separate_files(
     out_dir: Path | None = None,
     overwrite: bool = False,
     progress: Callable[[Path, int, int], None] | None = None,
+    on_result: Callable[[FileResult], None] | None = None,
 ) -> list[FileResult]:
     """Separate each file with one loaded ``separator``; a bad file gives an error result.
 
     Never raises SepvaeError for a single file: its :class:`FileResult` says what went
-    wrong and the next file is processed.
+    wrong and the next file is processed. ``on_result`` sees each result as it is made.
     """
     results = []
     inputs = {Path(p).resolve() for p in paths}
@@ -239,6 +241,8 @@ def separate_files(
             result = FileResult(input=path, error=str(exc))
         result.seconds = time.perf_counter() - started
         results.append(result)
+        if on_result:
+            on_result(result)
     return results
 
 
@@ -320,8 +324,11 @@ def separate_file(
         try:
             for estimates in separator.separate_blocks(blocks(), result.sample_rate):
                 if subtype == "PCM_16":
-                    clipped += int(np.count_nonzero(np.abs(estimates) > 1.0))
-                    estimates = np.clip(estimates, -1.0, 1.0)
+                    # Rounded here: libsndfile's float -> 16-bit conversion floors (a
+                    # -0.5 LSB bias). x * 32768 is what soundfile's reading divides by.
+                    scaled = np.round(estimates * 32768.0)
+                    clipped += int(np.count_nonzero((scaled > 32767) | (scaled < -32768)))
+                    estimates = np.clip(scaled, -32768, 32767).astype(np.int16)
                 for writer, estimate in zip(writers, estimates):
                     writer.write(estimate)
         except SepvaeError as exc:

@@ -114,7 +114,10 @@ def test_separator_output_length_and_finiteness(tiny_run):
         waveforms, masks = separator.separate_tensor(torch.randn(length) * 0.1)
         assert waveforms.shape == (2, length) and torch.isfinite(waveforms).all()
         assert torch.allclose(masks.sum(0), torch.ones(()), atol=1e-5)
-    silence = separator.separate(np.zeros(4000, dtype=np.float32), 16000)
+    from sepvae.separator import SeparationWarning
+
+    with pytest.warns(SeparationWarning, match="silent"):
+        silence = separator.separate(np.zeros(4000, dtype=np.float32), 16000)
     assert all(np.isfinite(w).all() and not w.any() for w in silence.values())
 
 

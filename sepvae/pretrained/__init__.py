@@ -102,7 +102,7 @@ def export(run: str | Path, name: str = DEFAULT, description: str = "", root: Pa
         "n_bins": config["n_bins"],
         "model": config["model"],
         "train": config["train"],
-        "training_data": {"manifest_md5": config.get("manifest_md5")},
+        "training_mixtures": config.get("training_mixtures"),
         "run": run.name,
         "version": config.get("version"),
     }

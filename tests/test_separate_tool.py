@@ -1,0 +1,468 @@
+"""`sepvae separate` / `sepvae models` and the Separator's file-level API (issue 5)."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from typer.testing import CliRunner
+
+import sepvae
+from sepvae import pretrained
+from sepvae.checkpoint import save_checkpoint
+from sepvae.cli import app
+from sepvae.config import ModelConfig, StftConfig, to_dict
+from sepvae.errors import SepvaeError
+from sepvae.models import build_model
+from sepvae.separator import SeparationWarning, Separator
+from sepvae.tool import output_subtype, separate_files
+
+from tests.conftest import speechlike, timit_sample_root
+
+TINY = ModelConfig(hidden=(16,), latent=4, decoder_hidden=(16,))
+RATE = 16_000
+
+
+def make_checkpoints(folder: Path, stft: StftConfig = StftConfig(), model: ModelConfig = TINY,
+                     sources=("male", "female"), done: bool = True) -> Path:
+    """A tiny gender-mode run folder: <source>.pt + config.json + done, as train_method writes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    n_bins = stft.n_bins(RATE)
+    scale = torch.linspace(0.5, 2.0, n_bins)
+    config = {
+        "kind": model.name, "source_mode": "gender", "stft": to_dict(stft), "model": to_dict(model),
+        "train": {}, "sample_rate": RATE, "n_bins": n_bins, "version": sepvae.__version__,
+    }
+    for seed, source in enumerate(sources):
+        torch.manual_seed(seed)
+        save_checkpoint(folder / f"{source}.pt", build_model(model, n_bins), scale, {**config, "source": source})
+    (folder / "config.json").write_text(json.dumps(config))
+    if done:
+        (folder / "done").write_text("")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return make_checkpoints(tmp_path_factory.mktemp("runs") / "models" / "vae-gender-0123456789ab")
+
+
+@pytest.fixture(scope="module")
+def separator(model_dir) -> Separator:
+    return Separator.from_run(model_dir, device="cpu")
+
+
+def mixture(seconds: float = 1.0, rate: int = RATE, channels: int = 0) -> np.ndarray:
+    male = speechlike(seconds, rate, f0=110, seed=1)
+    female = speechlike(seconds, rate, f0=220, seed=2)
+    mono = 0.5 * (male + female)
+    if not channels:
+        return mono
+    return np.stack([mono * (0.5 + 0.5 * c / channels) for c in range(channels)], axis=1)
+
+
+def run(*args):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def stderr_lines(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.strip()]
+
+
+def outputs_of(path: Path, folder: Path | None = None) -> list[Path]:
+    folder = folder or path.parent
+    return sorted(folder.glob(f"{path.stem}_*.wav")) + sorted(folder.glob(f".{path.stem}_*"))
+
+
+# ---------------------------------------------------------------------------------------
+# Bad input: one line on stderr naming the file and the problem, exit != 0, no output,
+# and the other files of the call still separated.
+
+
+def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """name -> (path, expected words in the message)."""
+    good = mixture()
+    files = {}
+    files["missing"] = (tmp_path / "missing.wav", "no such file")
+    (tmp_path / "adir.wav").mkdir()
+    files["directory"] = (tmp_path / "adir.wav", "is a directory")
+    (tmp_path / "empty.wav").write_bytes(b"")
+    files["empty"] = (tmp_path / "empty.wav", "file is empty")
+    (tmp_path / "notaudio.wav").write_bytes(b"this is a text file, not a recording\n" * 20)
+    files["not audio"] = (tmp_path / "notaudio.wav", "cannot read audio")
+    sf.write(tmp_path / "whole.wav", good, RATE, subtype="PCM_16")
+    (tmp_path / "truncated.wav").write_bytes((tmp_path / "whole.wav").read_bytes()[:30])
+    files["truncated header"] = (tmp_path / "truncated.wav", "cannot read audio")
+    sf.write(tmp_path / "zero.wav", np.zeros(0, dtype=np.float32), RATE, subtype="PCM_16")
+    files["zero samples"] = (tmp_path / "zero.wav", "zero samples")
+    sf.write(tmp_path / "short.wav", good[:255], RATE, subtype="PCM_16")
+    files["shorter than a frame"] = (tmp_path / "short.wav", "too short")
+    nan = good.copy()
+    nan[RATE // 2] = np.nan
+    sf.write(tmp_path / "nan.wav", nan, RATE, subtype="FLOAT")
+    files["nan"] = (tmp_path / "nan.wav", "NaN or Inf")
+    inf = good.copy()
+    inf[-3] = np.inf
+    sf.write(tmp_path / "inf.wav", inf, RATE, subtype="FLOAT")
+    files["inf"] = (tmp_path / "inf.wav", "NaN or Inf")
+    return files
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["missing", "directory", "empty", "not audio", "truncated header", "zero samples",
+     "shorter than a frame", "nan", "inf"],
+)
+def test_bad_input_is_one_line_no_output_and_others_still_run(tmp_path, model_dir, case):
+    path, words = _bad_files(tmp_path)[case]
+    good = tmp_path / "good.wav"
+    sf.write(good, mixture(), RATE, subtype="PCM_16")
+    result = run("separate", path, good, "--model", model_dir)
+    assert result.exit_code == 1
+    lines = stderr_lines(result)
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: {path}: ") and words in lines[0], lines[0]
+    assert "Traceback" not in result.output
+    assert outputs_of(path) == [] or case == "directory"
+    assert not list(tmp_path.glob(".*part"))
+    assert [p.name for p in outputs_of(good)] == ["good_female.wav", "good_male.wav"]
+
+
+def test_too_short_is_judged_at_the_model_rate(tmp_path, separator):
+    # n_fft = 256 at 16 kHz is 705.6 samples at 44.1 kHz.
+    ok, short = tmp_path / "ok.wav", tmp_path / "short.wav"
+    sf.write(ok, mixture(0.1, 44100)[:706], 44100)
+    sf.write(short, mixture(0.1, 44100)[:705], 44100)
+    results = separate_files(separator, [ok, short])
+    assert results[0].ok and sf.info(str(results[0].outputs["male"])).frames == 706
+    assert "too short" in results[1].error and "706 samples at 44100 Hz" in results[1].error
+
+
+def test_unwritable_output_folder(tmp_path, model_dir):
+    wav = tmp_path / "mix.wav"
+    sf.write(wav, mixture(), RATE)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for out in (blocker, blocker / "sub"):
+        result = run("separate", wav, "--model", model_dir, "--out", out)
+        assert result.exit_code == 1
+        lines = stderr_lines(result)
+        assert len(lines) == 1 and lines[0].startswith(f"error: {wav}: cannot write to"), result.stderr
+    assert blocker.read_text() == "not a folder"
+    assert outputs_of(wav) == []
+
+
+def test_read_only_output_folder(tmp_path, model_dir):
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders; the file-as-folder case covers this as root")
+    wav, locked = tmp_path / "mix.wav", tmp_path / "locked"
+    sf.write(wav, mixture(), RATE)
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        result = run("separate", wav, "--model", model_dir, "--out", locked)
+    finally:
+        locked.chmod(0o700)
+    assert result.exit_code == 1 and f"error: {wav}: cannot write to {locked}" in result.stderr
+    assert list(locked.iterdir()) == []
+
+
+def test_existing_output_needs_overwrite(tmp_path, model_dir):
+    wav = tmp_path / "mix.wav"
+    sf.write(wav, mixture(), RATE)
+    (tmp_path / "mix_male.wav").write_bytes(b"precious")
+    result = run("separate", wav, "--model", model_dir)
+    assert result.exit_code == 1
+    lines = stderr_lines(result)
+    assert len(lines) == 1 and "mix_male.wav exists (use --overwrite" in lines[0] and lines[0].startswith(f"error: {wav}:")
+    assert (tmp_path / "mix_male.wav").read_bytes() == b"precious"
+    assert not (tmp_path / "mix_female.wav").exists()
+    result = run("separate", wav, "--model", model_dir, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert sf.info(str(tmp_path / "mix_male.wav")).frames == RATE
+
+
+def test_same_output_name_twice_in_one_call(tmp_path, model_dir):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    sf.write(tmp_path / "a" / "mix.wav", mixture(), RATE)
+    sf.write(tmp_path / "b" / "mix.flac", mixture(), RATE)
+    result = run("separate", tmp_path / "a" / "mix.wav", tmp_path / "b" / "mix.flac", "--model", model_dir,
+                 "--out", tmp_path / "out", "--overwrite")
+    assert result.exit_code == 1 and "would replace that of" in result.stderr
+    assert len(list((tmp_path / "out").glob("*.wav"))) == 2
+
+
+def test_unknown_model_name(tmp_path):
+    wav = tmp_path / "mix.wav"
+    sf.write(wav, mixture(), RATE)
+    result = run("separate", wav, "--model", "no-such-model")
+    assert result.exit_code == 1
+    lines = stderr_lines(result)
+    assert len(lines) == 1 and lines[0].startswith("error: unknown model 'no-such-model'"), result.stderr
+    assert outputs_of(wav) == []
+    result = run("separate", wav, "--model", tmp_path / "nowhere")
+    assert result.exit_code == 1 and "no such model folder" in result.stderr
+
+
+def test_single_checkpoint_and_speaker_runs_are_refused(tmp_path, model_dir):
+    wav = tmp_path / "mix.wav"
+    sf.write(wav, mixture(), RATE)
+    result = run("separate", wav, "--model", model_dir / "male.pt")
+    assert result.exit_code == 1 and "a single checkpoint holds one source's model" in result.stderr
+    speakers = make_checkpoints(tmp_path / "speaker-run", sources=("fabc0", "mdef0"))
+    config = json.loads((speakers / "config.json").read_text())
+    (speakers / "config.json").write_text(json.dumps({**config, "source_mode": "speaker"}))
+    result = run("separate", wav, "--model", speakers)
+    assert result.exit_code == 1 and "speaker-mode run" in result.stderr
+
+
+def test_corrupted_checkpoint(tmp_path):
+    folder = make_checkpoints(tmp_path / "run")
+    good = (folder / "female.pt").read_bytes()
+    wav = tmp_path / "mix.wav"
+    sf.write(wav, mixture(), RATE)
+    for broken in (b"\x00garbage" * 100, good[: len(good) // 2]):
+        (folder / "female.pt").write_bytes(broken)
+        result = run("separate", wav, "--model", folder)
+        assert result.exit_code == 1
+        lines = stderr_lines(result)
+        assert len(lines) == 1 and lines[0].startswith(f"error: {folder / 'female.pt'}: not a readable sepvae checkpoint"), result.stderr
+        assert outputs_of(wav) == []
+
+
+def test_checkpoint_shapes_not_matching_config(tmp_path):
+    wav = tmp_path / "mix.wav"
+    sf.write(wav, mixture(), RATE)
+    # Tensors of a wider model under a config that says 16 hidden units.
+    folder = make_checkpoints(tmp_path / "run")
+    wide = build_model(ModelConfig(hidden=(32,), latent=4, decoder_hidden=(16,)), 129)
+    config = torch.load(folder / "male.pt", weights_only=True)["config"]
+    save_checkpoint(folder / "male.pt", wide, torch.ones(129), config)
+    result = run("separate", wav, "--model", folder)
+    assert result.exit_code == 1
+    assert f"error: {folder / 'male.pt'}: checkpoint tensors do not match its config" in result.stderr
+    # A consistent model whose bins do not match its own STFT settings.
+    folder = make_checkpoints(tmp_path / "run2")
+    narrow = build_model(TINY, 65)
+    save_checkpoint(folder / "male.pt", narrow, torch.ones(65), {**config, "n_bins": 65})
+    result = run("separate", wav, "--model", folder)
+    assert result.exit_code == 1 and "65 frequency bins, but its STFT" in result.stderr
+    assert outputs_of(wav) == []
+
+
+# ---------------------------------------------------------------------------------------
+# What comes out
+
+
+def test_resampling_round_trip_stereo_44k(tmp_path, model_dir):
+    wav = tmp_path / "stereo.wav"
+    audio = mixture(1.3, 44100, channels=2)
+    sf.write(wav, audio, 44100, subtype="PCM_24")
+    result = run("separate", wav, "--model", model_dir, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "warning: " in result.stderr and "2 channels averaged to mono" in result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 2 and all("stereo_" in line for line in lines)
+    estimates = []
+    for source in ("male", "female"):
+        info = sf.info(str(tmp_path / "out" / f"stereo_{source}.wav"))
+        assert (info.samplerate, info.channels, info.frames, info.subtype, info.format) == (
+            44100, 1, audio.shape[0], "PCM_16", "WAV"
+        )
+        estimates.append(sf.read(tmp_path / "out" / f"stereo_{source}.wav", dtype="float64")[0])
+    # Masks sum to one: the estimates add up to the mixture band-limited to 8 kHz by the
+    # round trip through the model's 16 kHz (up to 16-bit rounding).
+    import soxr
+
+    mono = audio.mean(axis=1, dtype=np.float32)
+    band_limited = soxr.resample(soxr.resample(mono, 44100, RATE, "HQ"), RATE, 44100, "HQ")[: len(mono)]
+    error = estimates[0] + estimates[1] - band_limited
+    assert np.sqrt(np.mean(error**2)) < 1e-3 * np.sqrt(np.mean(mono**2))
+
+
+def test_chunked_equals_whole_signal(model_dir):
+    rng = np.random.default_rng(0)
+    signal = (0.1 * rng.standard_normal(RATE + 77)).astype(np.float32)
+    for stft in (StftConfig(16, 8), StftConfig(16, 4)):  # hop 128 | n_fft 256, and hop 192 (not a divisor)
+        folder = make_checkpoints(model_dir.parent / f"chunk-{stft.overlap_ms:g}", stft=stft)
+        separator = Separator.from_run(folder, device="cpu")
+        whole = separator.separate_tensor(torch.from_numpy(signal))[0].numpy()
+        for seconds in (0.01, 0.037, 0.3, 100.0):  # chunks of 1-2 hops up to a single chunk
+            separator.chunk_seconds = seconds
+            separated = separator.separate(signal, RATE)
+            chunked = np.stack([separated[s] for s in separator.sources])
+            assert chunked.shape == whole.shape
+            np.testing.assert_allclose(chunked, whole, rtol=0, atol=1e-6 * np.abs(whole).max())
+
+
+def test_api_and_cli_give_identical_outputs(tmp_path, model_dir, separator):
+    wav = tmp_path / "mix.wav"
+    audio = mixture(2.5, 22050, channels=3).astype(np.float32)
+    sf.write(wav, audio, 22050, subtype="FLOAT")
+    result = run("separate", wav, "--model", model_dir)
+    assert result.exit_code == 0, result.output
+    with pytest.warns(SeparationWarning, match="3 channels averaged to mono"):
+        api = separator.separate(audio, 22050)
+    assert set(api) == {"male", "female"}
+    for source, estimate in api.items():
+        written, rate = sf.read(tmp_path / f"mix_{source}.wav", dtype="float32")
+        assert rate == 22050 and sf.info(str(tmp_path / f"mix_{source}.wav")).subtype == "FLOAT"
+        assert estimate.dtype == np.float32 and estimate.shape == (audio.shape[0],)
+        np.testing.assert_array_equal(written, estimate)
+
+
+def test_api_accepts_mono_any_rate_and_integer_arrays(separator):
+    audio = mixture(0.5, 8000)
+    out = separator.separate(audio, 8000)
+    assert {k: v.shape for k, v in out.items()} == {"male": (4000,), "female": (4000,)}
+    as_int = np.round(audio * 32767).astype(np.int16)
+    from_int = separator.separate(as_int, 8000)
+    np.testing.assert_allclose(from_int["male"], out["male"], atol=1e-3)
+    with pytest.raises(SepvaeError, match="too short"):
+        separator.separate(audio[:100], 8000)
+    with pytest.raises(SepvaeError, match="NaN or Inf"):
+        separator.separate(np.full(4000, np.nan), 8000)
+    with pytest.raises(ValueError, match="more channels than samples"):
+        separator.separate(mixture(0.5, 8000, channels=2).T, 8000)
+
+
+def test_all_zero_input_gives_silent_outputs(tmp_path, model_dir, separator):
+    with pytest.warns(SeparationWarning, match="silent"):
+        out = separator.separate(np.zeros(RATE, dtype=np.float32), RATE)
+    for estimate in out.values():
+        assert np.all(estimate == 0) and estimate.shape == (RATE,)
+    wav = tmp_path / "silence.wav"
+    sf.write(wav, np.zeros((44100, 2), dtype=np.int16), 44100, subtype="PCM_16")
+    result = run("separate", wav, "--model", model_dir)
+    assert result.exit_code == 0, result.output
+    assert "silent" in result.stderr
+    for source in ("male", "female"):
+        estimate, rate = sf.read(tmp_path / f"silence_{source}.wav")
+        assert rate == 44100 and estimate.shape == (44100,) and np.all(estimate == 0)
+
+
+def test_formats_flac_ogg_and_output_subtypes(tmp_path, separator):
+    paths = []
+    for name, fmt, subtype in (("a.flac", "FLAC", "PCM_24"), ("b.ogg", "OGG", "VORBIS"), ("c.wav", "WAV", "DOUBLE"),
+                               ("d.wav", "WAV", "PCM_U8")):
+        sf.write(tmp_path / name, mixture(0.6, 32000), 32000, format=fmt, subtype=subtype)
+        paths.append(tmp_path / name)
+    results = separate_files(separator, paths, tmp_path / "out")
+    assert all(r.ok for r in results), [r.error for r in results]
+    got = [sf.info(str(r.outputs["female"])).subtype for r in results]
+    assert got == ["PCM_16", "FLOAT", "FLOAT", "PCM_16"]
+    assert output_subtype("ULAW") == "PCM_16" and output_subtype("FLOAT") == "FLOAT"
+    for result in results:
+        assert sf.info(str(result.outputs["male"])).frames == result.frames
+
+
+def test_json_summary(tmp_path, model_dir):
+    good, bad = tmp_path / "good.wav", tmp_path / "bad.wav"
+    sf.write(good, mixture(0.5), RATE, subtype="PCM_16")
+    bad.write_bytes(b"RIFF....WAVEjunk")
+    result = run("separate", good, bad, "--model", model_dir, "--json")
+    assert result.exit_code == 1
+    summary = json.loads(result.stdout)
+    assert summary["failed"] == 1
+    assert summary["model"]["sources"] == ["female", "male"] and summary["model"]["sample_rate"] == RATE
+    first, second = summary["files"]
+    assert first["ok"] and first["outputs"] == {s: str(tmp_path / f"good_{s}.wav") for s in ("female", "male")}
+    assert first["sample_rate"] == RATE and first["frames"] == RATE // 2 and first["output_subtype"] == "PCM_16"
+    assert not second["ok"] and second["error"].startswith(f"{bad}: cannot read audio")
+    assert stderr_lines(result) == [f"error: {second['error']}"]
+    # A model that cannot be loaded still gives one JSON document.
+    result = run("separate", good, "--model", "no-such-model", "--json")
+    assert result.exit_code == 1 and "unknown model" in json.loads(result.stdout)["error"]
+
+
+def test_models_command(tmp_path, model_dir):
+    runs = model_dir.parent.parent
+    make_checkpoints(runs / "models" / "vae-gender-unfinished", done=False)
+    result = run("models", "--runs", runs)
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert "default" in text.splitlines()[1]
+    row = next(line for line in text.splitlines() if str(model_dir) in line)
+    assert "vae (gender)" in row and "female, male" in row and "16 ms window, 8 ms overlap @ 16000 Hz" in row
+    assert row.rstrip().endswith("yes")
+    unfinished = next(line for line in text.splitlines() if "unfinished" in line)
+    assert "no" in unfinished.split()[-4:] and "training not finished" in unfinished
+    listed = json.loads(run("models", "--runs", runs, "--json").stdout)
+    by_path = {m["path"]: m for m in listed}
+    assert by_path[str(model_dir)]["usable"] and not by_path[str(runs / "models" / "vae-gender-unfinished")]["done"]
+    assert listed[0]["name"] == "default" and listed[0]["origin"] == "shipped"
+
+
+def test_from_pretrained_and_shipped_names(tmp_path, monkeypatch, model_dir):
+    root = tmp_path / "pretrained"
+    monkeypatch.setattr(pretrained, "ROOT", root)
+    root.mkdir()
+    with pytest.raises(SepvaeError, match="default model is not installed"):
+        Separator.from_pretrained()
+    pretrained.export(model_dir, "default", root=root)
+    card = json.loads((root / "default" / "model.json").read_text())
+    assert card["sources"] == ["female", "male"] and card["sample_rate"] == RATE
+    separator = Separator.from_pretrained("default", device="cpu")
+    assert separator.sources == ["female", "male"]
+    with pytest.raises(SepvaeError, match="unknown model 'other'"):
+        Separator.from_pretrained("other")
+
+
+# ---------------------------------------------------------------------------------------
+# The shipped model on real speech
+
+
+def test_shipped_model_separates_a_timit_mixture():
+    from sepvae.checkpoint import load_checkpoint
+    from sepvae.metrics import bss_eval
+
+    folder = pretrained.ROOT / pretrained.DEFAULT
+    if not pretrained.checkpoints_in(folder):
+        pytest.skip(f"no shipped model yet in {folder} (make pretrained)")
+    root = timit_sample_root()
+    if root is None:
+        pytest.skip("TIMIT sample not found: set TIMIT_ROOT or put it at ../shared/data/timit-sample")
+    for source in pretrained.checkpoints_in(folder):
+        load_checkpoint(folder / f"{source}.pt")  # weights_only=True inside
+    separator = Separator.from_pretrained(device="cpu")
+    assert sorted(separator.sources) == ["female", "male"]
+    # SI utterances are read by one speaker only; dr8 is the last region, the least likely in training.
+    speakers = sorted(p.name for p in root.iterdir() if p.is_dir())
+    male_dir = next(s for s in reversed(speakers) if s.split("-")[1].startswith("m"))
+    female_dir = next(s for s in reversed(speakers) if s.split("-")[1].startswith("f"))
+    male, rate = sf.read(next(iter(sorted((root / male_dir).glob("si*.wav")))), dtype="float64")
+    female, _ = sf.read(next(iter(sorted((root / female_dir).glob("si*.wav")))), dtype="float64")
+    n = min(len(male), len(female))
+    male, female = male[:n] / np.std(male[:n]), female[:n] / np.std(female[:n])
+    mix = male + female
+    peak = np.abs(mix).max() / 0.9
+    references = np.stack([male, female]) / peak
+    mix = mix / peak
+    estimates = separator.separate(mix.astype(np.float32), rate)
+    sdr, _, _ = bss_eval(references, np.stack([estimates["male"], estimates["female"]]))
+    sdr_input, _, _ = bss_eval(references, np.stack([mix, mix]))
+    improvement = sdr - sdr_input
+    assert np.all(np.isfinite(improvement)) and improvement.mean() > 0, (sdr, sdr_input)
+    assert not math.isnan(float(sdr.mean()))
+
+
+def test_cli_and_tool_import_without_torch():
+    # `sepvae --help` and `sepvae models` stay fast: torch loads only when a model does.
+    import subprocess
+    import sys
+
+    code = "import sys, sepvae.cli, sepvae.tool, sepvae.pretrained; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -47,6 +47,22 @@ reproduce: report
 pretrained: evaluate
 	$(SEPVAE) export-model --config $(CONFIG) --method best --name default
 
+# The paper's sweeps (experiments/README.md); each regenerates experiments/RESULTS.md.
+SWEEPS := sweep-window sweep-latent sweep-batch sweep-beta sweep-itl-latent compare-models
+.PHONY: sweeps results $(SWEEPS) $(SWEEPS:=-large)
+$(SWEEPS) $(SWEEPS:=-large): data
+	$(SEPVAE) mix --config experiments/$@.toml
+	$(SEPVAE) train --config experiments/$@.toml
+	$(SEPVAE) separate-set --config experiments/$@.toml
+	$(SEPVAE) evaluate --config experiments/$@.toml
+	$(SEPVAE) report --config experiments/$@.toml
+	$(SEPVAE) results
+
+sweeps: $(SWEEPS)
+
+results: setup
+	$(SEPVAE) results
+
 bench: setup
 	$(BIN)/python benchmarks/train_speed.py
 	$(BIN)/python benchmarks/separate_speed.py

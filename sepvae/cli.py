@@ -199,6 +199,18 @@ def report(config: Path = ConfigOption):
     typer.echo(f"\nreport: {path}")
 
 
+@app.command()
+@user_errors
+def results(
+    experiments: Optional[list[Path]] = typer.Argument(None, help="Experiment files. Default: every sweep under experiments/."),
+    out: Path = typer.Option(Path("experiments/RESULTS.md"), "--out", help="Where to write the summary."),
+):
+    """Summarize the sweeps in experiments/RESULTS.md: figures, medians and verdicts on the paper's claims."""
+    from sepvae.sweeps import default_experiments, write_results
+
+    typer.echo(f"{write_results(experiments or default_experiments(), out=out)}")
+
+
 @app.command("export-model")
 @user_errors
 def export_model(

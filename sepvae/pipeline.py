@@ -52,7 +52,7 @@ def manifest_of(experiment: Experiment, paths: Paths = Paths()) -> Path:
     return make_mixtures(read_corpus_csv(paths.corpus), experiment.mix, paths.mixtures)
 
 
-def _sample_rate(manifest: Path) -> int:
+def sample_rate_of(manifest: Path) -> int:
     mixtures = read_manifest(manifest)
     if not mixtures:
         raise SepvaeError(f"{manifest}: lists no mixtures")
@@ -64,7 +64,7 @@ def train_all(experiment: Experiment, paths: Paths = Paths(), device: str = "aut
     from sepvae.train import train_method
 
     manifest = manifest_of(experiment, paths)
-    rate = _sample_rate(manifest)
+    rate = sample_rate_of(manifest)
     runs = {}
     for method in experiment.methods:
         if method.model is not None:
@@ -166,7 +166,7 @@ def separate_method(method: Method, manifest: Path, paths: Paths = Paths(), rate
     from sepvae.separator import separate_with_masks
     from sepvae.train import run_dir
 
-    rate = rate or _sample_rate(manifest)
+    rate = rate or sample_rate_of(manifest)
     out = paths.runs / "separations" / _separation_key(method, manifest, paths, rate)
     if (out / "done").is_file():
         return out
@@ -195,7 +195,7 @@ def separate_method(method: Method, manifest: Path, paths: Paths = Paths(), rate
 def separate_all(experiment: Experiment, paths: Paths = Paths(), progress: Progress | None = None) -> dict[str, Path]:
     """The separate-set stage: estimates of every test mixture for every method."""
     manifest = manifest_of(experiment, paths)
-    rate = _sample_rate(manifest)
+    rate = sample_rate_of(manifest)
     return {_key(m): separate_method(m, manifest, paths, rate, progress) for m in experiment.methods}
 
 
@@ -243,7 +243,7 @@ def evaluate_all(experiment: Experiment, paths: Paths = Paths(), progress: Progr
     from sepvae.metrics import METRICS
 
     manifest = manifest_of(experiment, paths)
-    rate = _sample_rate(manifest)
+    rate = sample_rate_of(manifest)
     mixture_method = MethodConfig(label="mixture", kind="mixture")
     inputs = {
         (r["mixture_id"], r["source"]): r
@@ -277,7 +277,7 @@ def spectrogram_example(experiment: Experiment, paths: Paths, out_png: Path) -> 
     if method is None:
         return None
     manifest = manifest_of(experiment, paths)
-    rate = _sample_rate(manifest)
+    rate = sample_rate_of(manifest)
     mixture = read_manifest(manifest, "test")[0]
     separations = paths.runs / "separations" / _separation_key(method, manifest, paths, rate)
     mask_fn, names = _mask_function(method, run_dir(method, manifest, rate, paths.runs), mixture, rate, {})
@@ -334,7 +334,7 @@ def export_model(experiment: Experiment, label: str = "best", name: str = "defau
     if label not in scored:
         raise SepvaeError(f"no evaluated gender-mode model method {label!r} in {experiment.path}; have {', '.join(scored)}")
     manifest = manifest_of(experiment, paths)
-    out = export(run_dir(candidates[label], manifest, _sample_rate(manifest), paths.runs), name, root=root)
+    out = export(run_dir(candidates[label], manifest, sample_rate_of(manifest), paths.runs), name, root=root)
     card = json.loads((out / CARD).read_text())
     card["evaluation"] = {
         "experiment": experiment.path, "method": label, "test_estimates": scored[label]["n"],

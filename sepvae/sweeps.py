@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from sepvae.config import STFT_SETTINGS, Experiment, Method, load_experiment
+from sepvae.config import STFT_SETTINGS, Experiment, load_experiment
 from sepvae.errors import SepvaeError
 from sepvae.pipeline import Paths, metrics_path
 from sepvae.report import (
@@ -61,6 +61,8 @@ WIDE_DB = 1.0  # "by a wide margin": the CI of the median paired difference abov
 FIGURE_METRICS = ("sar", "sdr", "sir", "pesq")  # the paper's panels (a) SAR (b) SDR (c) SIR, plus PESQ
 BSS_METRICS = ("sdr", "sir", "sar")  # what the paper's "no clear difference in SIR, SDR, and SAR" covers
 LARGE_SUFFIX = "-large"
+# The experiments RESULTS.md covers, in its order; each may have a "-large" twin.
+SWEEPS = ("sweep-window", "sweep-latent", "sweep-batch", "sweep-beta", "sweep-itl-latent", "compare-models")
 FIGURE_DPI = 80
 REFERENCE_KINDS = ("mixture", "oracle-irm", "oracle-ibm")
 DISCUSSION = "## Discussion"
@@ -320,14 +322,14 @@ def training_times(experiment: Experiment, paths: Paths = Paths()) -> dict[str, 
     Looks the run directory up without making mixtures: methods whose mixtures or runs are
     not there are left out.
     """
-    from sepvae.pipeline import _sample_rate
+    from sepvae.pipeline import sample_rate_of
     from sepvae.train import run_dir
 
     manifest = _existing_manifest(experiment, paths)
     if manifest is None:
         return {}
     try:
-        rate = _sample_rate(manifest)
+        rate = sample_rate_of(manifest)
     except (SepvaeError, OSError):
         return {}
     times = {}
@@ -527,11 +529,22 @@ def write_results(experiments: list[Path], paths: Paths = Paths(),
     lines += _verdict_section(results, runs)
     lines += _reading_section(runs)
     for run in runs:
-        lines += _experiment_section(run, figures_dir, out.parent)
+        if run.rows is not None or not run.large:  # a twin not run is listed in the table above only
+            lines += _experiment_section(run, figures_dir, out.parent)
     lines += _method_section()
     lines += [discussion.rstrip(), ""]
     write_text(out, "\n".join(lines))
     return out
+
+
+def default_experiments(root: Path = Path("experiments")) -> list[Path]:
+    """The files of ``SWEEPS`` under ``root``, each followed by its ``-large`` twin if present."""
+    found = []
+    for name in SWEEPS:
+        for stem in (name, name + LARGE_SUFFIX):
+            if (root / f"{stem}.toml").is_file():
+                found.append(root / f"{stem}.toml")
+    return found
 
 
 def _load_run(path: Path, paths: Paths) -> _Run:
@@ -588,6 +601,8 @@ def _judge_all(runs: list[_Run]) -> list[FindingResult]:
                                          f"experiments/{finding.family}.toml was not given to write_results"))
         for run in family:
             if run.rows is None:
+                if run.large and len(family) > 1:
+                    continue  # the base experiment's row stands for the family; no row per twin not run
                 results.append(FindingResult(finding, run.experiment.name, "not run yet",
                                              f"no {run.experiment.name} metrics.csv yet"))
             else:
@@ -685,7 +700,13 @@ def _reading_section(runs: list[_Run]) -> list[str]:
                 numbers = f" ({_numbers(result.shown)}; p={result.shown.stats['p_value']:.2g})" if result.shown else ""
                 cells.append(f"{_MARK.get(result.verdict, result.verdict)}{numbers}")
             lines.append(f"| {overlap.name} | {cells[0]} | {cells[1]} |")
-        lines += ["", f"Findings reproduced: overlap reading {score['']}/4, hop reading {score['hop']}/4.", ""]
+        n = len(window_findings())
+        if score[""] == score["hop"]:
+            fit = "neither reading fits the paper's statements better"
+        else:
+            fit = f"the {'overlap' if score[''] > score['hop'] else 'hop'} reading fits the paper's statements better"
+        lines += ["", f"Findings reproduced: overlap reading {score['']}/{n}, hop reading {score['hop']}/{n}: {fit} "
+                  "(B, D, E and G are the same STFT in both, so only A, C, F and H can tell them apart).", ""]
         for series in ("", "hop"):
             ranking = _ranking(run.rows, [letter + (f" {series}" if series else "") for letter in STFT_SETTINGS],
                                labels, "sdr")
@@ -717,8 +738,8 @@ def _experiment_section(run: _Run, figures_dir: Path, base: Path) -> list[str]:
     lines = [f"## {experiment.name}", "", f"`{_shown_path(run.path)}`: {_description(run.path)}. "
              f"x = {experiment.sweep or 'method'}.", ""]
     if run.rows is None:
-        return lines + [f"*Not run yet*: `make {family_of(experiment.name)}` or `sepvae train|evaluate|report "
-                        f"--config {_shown_path(run.path)}`.", ""]
+        return lines + [f"*Not run yet*: `make {experiment.name}`, or `sepvae train`, `evaluate`, `report` "
+                        f"with `--config {_shown_path(run.path)}`, then `sepvae results`.", ""]
     if run.problem:
         lines += [f"*Note*: {run.problem}.", ""]
     png = sweep_figure(run.rows, experiment, figures_dir / f"{experiment.name}.png")

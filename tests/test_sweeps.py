@@ -249,3 +249,20 @@ def test_training_time_reads_history(tmp_path):
 def test_family_and_labels():
     assert family_of("sweep-beta-large") == "sweep-beta" and family_of("compare-models") == "compare-models"
     assert split_label("A hop irm") == ("A", "hop irm") and split_label("vae") == ("vae", "")
+
+
+def test_default_experiments_and_large_twins_not_run(tmp_path):
+    from sepvae.sweeps import SWEEPS, default_experiments
+
+    found = default_experiments(EXPERIMENTS)
+    assert [p.stem for p in found[:2]] == ["sweep-window", "sweep-window-large"]
+    assert {family_of(p.stem) for p in found} == set(SWEEPS)
+    paths = Paths(corpus=tmp_path / "none.csv", runs=tmp_path / "runs", reports=tmp_path / "reports")
+    rows = _rows("sweep-beta", {m.label: (0, 0, 0) for m in experiment("sweep-beta").methods})
+    _write_metrics(paths.reports, "sweep-beta", rows)
+    text = write_results([EXPERIMENTS / "sweep-beta.toml", EXPERIMENTS / "sweep-beta-large.toml"], paths,
+                         tmp_path / "RESULTS.md").read_text()
+    # The large twin is listed as not run, but adds no verdict row of its own.
+    assert "| [sweep-beta-large](#sweep-beta-large) |" in text
+    assert "**agree**" in _verdict_row(text, "no discernible difference among beta > 1")
+    assert sum(line.startswith("| ") and "among beta > 1" in line for line in text.splitlines()) == 1

@@ -53,6 +53,18 @@ def _progress():
     )
 
 
+def _per_label(progress, verb: str):
+    """A (label, done, total) callback that keeps one progress bar per label."""
+    tasks = {}
+
+    def update(label, done, total):
+        if label not in tasks:
+            tasks[label] = progress.add_task(f"{verb} {label}", total=total, info="")
+        progress.update(tasks[label], completed=done)
+
+    return update
+
+
 def _console():
     from rich.console import Console
 
@@ -149,14 +161,7 @@ def separate_set(config: Path = ConfigOption):
 
     experiment = _experiment(config)
     with _progress() as progress:
-        tasks = {}
-
-        def on_mixture(label, done, total):
-            if label not in tasks:
-                tasks[label] = progress.add_task(f"separate {label}", total=total, info="")
-            progress.update(tasks[label], completed=done)
-
-        folders = separate_all(experiment, progress=on_mixture)
+        folders = separate_all(experiment, progress=_per_label(progress, "separate"))
     for label, folder in folders.items():
         typer.echo(f"{label}: {folder}")
 
@@ -173,14 +178,7 @@ def evaluate(config: Path = ConfigOption):
     experiment = _experiment(config)
     warnings.simplefilter("ignore", UndefinedMetricWarning)  # counted and summarized below
     with _progress() as progress:
-        tasks = {}
-
-        def on_mixture(label, done, total):
-            if label not in tasks:
-                tasks[label] = progress.add_task(f"score {label}", total=total, info="")
-            progress.update(tasks[label], completed=done)
-
-        out = evaluate_all(experiment, progress=on_mixture)
+        out = evaluate_all(experiment, progress=_per_label(progress, "score"))
     for metric, count in sorted(UNDEFINED.items()):
         typer.echo(f"warning: {metric.upper()} undefined (NaN) for {count} signal(s)", err=True)
     typer.echo(f"{out}")

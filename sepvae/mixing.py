@@ -31,7 +31,7 @@ from typing import Callable
 
 import numpy as np
 
-from sepvae.audio import atomic_output, read_audio, write_text, write_wav
+from sepvae.audio import read_audio, write_wav
 from sepvae.config import MixConfig, config_hash, to_dict
 from sepvae.corpus import Utterance
 from sepvae.errors import SepvaeError

@@ -21,9 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
-from sepvae.audio import file_md5, read_audio, write_text, write_wav
+from sepvae.audio import atomic_output, file_md5, read_audio, write_text, write_wav
 from sepvae.config import Experiment, Method, config_hash
 from sepvae.errors import SepvaeError
 from sepvae.mixing import Mixture, read_manifest
@@ -94,8 +92,6 @@ def train_nmf(method: Method, manifest: Path, runs_root: Path, sample_rate: int)
         name: learn_dictionary(source.T.contiguous(), method.nmf_components, n_iter=200, seed=method.train.seed)
         for name, source in frames.sources.items()
     }
-    from sepvae.audio import atomic_output
-
     with atomic_output(out / "nmf.pt") as tmp:
         torch.save(dictionaries, tmp)
     return out
@@ -104,7 +100,7 @@ def train_nmf(method: Method, manifest: Path, runs_root: Path, sample_rate: int)
 def _separation_key(method: Method, manifest: Path, paths: Paths, rate: int) -> str:
     from sepvae.train import run_dir
 
-    if method.kind in ("nmf",) or method.model is not None:
+    if method.kind == "nmf" or method.model is not None:
         base = run_dir(method, manifest, rate, paths.runs).name
     else:
         base = f"{method.kind}-{config_hash(method.stft if method.kind != 'mixture' else None, file_md5(manifest))}"
@@ -239,12 +235,11 @@ def metrics_path(experiment: Experiment, paths: Paths = Paths()) -> Path:
 def evaluate_all(experiment: Experiment, paths: Paths = Paths(), progress: Progress | None = None) -> Path:
     """The evaluate stage: one row per (test mixture, source, method) in metrics.csv,
     with the unprocessed mixture's own scores as ``input_*``."""
-    from sepvae.config import Method as MethodConfig
     from sepvae.metrics import METRICS
 
     manifest = manifest_of(experiment, paths)
     rate = sample_rate_of(manifest)
-    mixture_method = MethodConfig(label="mixture", kind="mixture")
+    mixture_method = Method(label="mixture", kind="mixture")
     inputs = {
         (r["mixture_id"], r["source"]): r
         for r in score_separations(separate_method(mixture_method, manifest, paths, rate), manifest, progress, "mixture")

@@ -1,7 +1,6 @@
 import csv
 import zipfile
 
-import numpy as np
 import pytest
 import soundfile as sf
 from typer.testing import CliRunner

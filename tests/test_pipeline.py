@@ -126,3 +126,22 @@ def test_masking_reconstructs_with_unit_masks():
     config = StftConfig()
     waveforms, _ = separate_with_masks(mixture, lambda spec: torch.ones(1, *spec.shape), config, 16000)
     assert torch.allclose(waveforms[0], mixture, atol=1e-5)
+
+
+def test_external_manifest_replaces_generated_mixtures(tiny_run, tmp_path):
+    from sepvae.mixing import read_manifest
+    from sepvae.pipeline import manifest_of
+
+    experiment, paths, _, _ = tiny_run
+    generated = read_manifest(manifest_of(experiment, paths), "test")
+    listing = tmp_path / "mine.csv"
+    listing.write_text("mixture_path,male_path,female_path\n" + "".join(
+        f"{m.mixture_path},{m.source_paths['male']},{m.source_paths['female']}\n" for m in generated
+    ))
+    config = tmp_path / "external.toml"
+    config.write_text(f'name = "external"\nmanifest = "{listing}"\n[[methods]]\nkind = "mixture"\n[[methods]]\nkind = "oracle-irm"\n')
+    external = load_experiment(config)
+    other = Paths(corpus=tmp_path / "none.csv", mixtures=tmp_path / "none", runs=paths.runs, reports=tmp_path / "reports")
+    rows = list(csv.DictReader(evaluate_all(external, other).open()))
+    assert len(rows) == 2 * len(generated) * 2
+    assert {r["method"] for r in rows} == {"mixture", "oracle-irm"}

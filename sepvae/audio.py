@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -35,6 +37,15 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def csv_text(rows: list[dict], fields: list[str]) -> str:
+    """Rows as CSV text with a header, ``\\n`` line ends, keys outside ``fields`` ignored."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
 def write_text(path: str | Path, text: str) -> None:

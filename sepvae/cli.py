@@ -98,26 +98,21 @@ def data(
 def mix(
     config: Path = ConfigOption,
     corpus: Path = typer.Option(Path("data/corpus.csv"), help="Corpus table from `sepvae data`."),
-    out: Path = typer.Option(Path("data/mixtures"), help="Root folder of generated mixtures."),
-    seed: Optional[int] = typer.Option(None, help="Override the experiment's mixing seed."),
+    out: Path = typer.Option(Path("data/mixtures"), help="Root folder of generated mixtures (later stages read data/mixtures)."),
 ):
-    """Mix male + female utterances by the seeded protocol (README: Mixing protocol)."""
-    import dataclasses
+    """Mix male + female utterances by the experiment's seeded protocol (README: Mixing protocol)."""
+    from sepvae.mixing import read_manifest
+    from sepvae.pipeline import Paths, manifest_of
 
-    from sepvae.config import load_experiment
-    from sepvae.corpus import read_corpus_csv
-    from sepvae.mixing import make_mixtures
-
-    mix_config = load_experiment(config).mix
-    if seed is not None:
-        mix_config = dataclasses.replace(mix_config, seed=seed)
-    utterances = read_corpus_csv(corpus)
+    experiment = _experiment(config)
     with _progress() as progress:
-        task = progress.add_task("mixing", total=mix_config.n_mixtures, info="")
-        manifest = make_mixtures(
-            utterances, mix_config, out, progress=lambda done, total: progress.update(task, completed=done)
+        task = progress.add_task("mixing", total=None, info="")
+        manifest = manifest_of(
+            experiment, Paths(corpus=corpus, mixtures=out),
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
-    typer.echo(f"{manifest}: {mix_config.n_mixtures - mix_config.n_test} train + {mix_config.n_test} test mixtures")
+    n_train, n_test = len(read_manifest(manifest, "train")), len(read_manifest(manifest, "test"))
+    typer.echo(f"{manifest}: {n_train} train + {n_test} test mixtures")
 
 
 def _experiment(config: Path):

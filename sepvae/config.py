@@ -138,6 +138,14 @@ class ModelConfig:
     kernel_sigma: float | None = None
     itl_lambda: float = 1.0  # itl-ae: regularizer weight
 
+    def __post_init__(self):
+        for name in ("hidden", "decoder_hidden"):
+            sizes = getattr(self, name)
+            if not isinstance(sizes, tuple) or not all(isinstance(n, int) and n > 0 for n in sizes):
+                raise SepvaeError(f"model {name} must be a list of positive layer sizes, got {sizes!r}")
+        if not isinstance(self.latent, int) or self.latent < 1:
+            raise SepvaeError(f"model latent must be a positive integer, got {self.latent!r}")
+
 
 # Defaults that a model name implies unless the config says otherwise.
 MODEL_NAME_DEFAULTS: dict[str, dict[str, Any]] = {"beta-vae": {"beta": 4.0}}
@@ -151,6 +159,15 @@ class TrainConfig:
     patience: int = 6  # early stopping: epochs without validation improvement
     val_fraction: float = 0.1  # part of the training mixtures held out for early stopping
     seed: int = 0
+
+    def __post_init__(self):
+        if self.batch_size < 1 or self.epochs < 1 or self.patience < 1:
+            raise SepvaeError(
+                f"train batch_size, epochs and patience must be >= 1, got {self.batch_size}, "
+                f"{self.epochs}, {self.patience}"
+            )
+        if not self.lr > 0 or not 0 <= self.val_fraction < 1:
+            raise SepvaeError(f"train needs lr > 0 and 0 <= val_fraction < 1, got {self.lr}, {self.val_fraction}")
 
 
 REFERENCE_METHODS = ("mixture", "oracle-irm", "oracle-ibm", "nmf")
@@ -179,6 +196,11 @@ class Method:
             )
         if self.source_mode not in SOURCE_MODES:
             raise SepvaeError(f"unknown source mode {self.source_mode!r}; use gender or speaker")
+        if not self.mask_power > 0 or self.nmf_components < 1:
+            raise SepvaeError(
+                f"method {self.label!r}: mask_power must be > 0 and nmf_components >= 1, "
+                f"got {self.mask_power}, {self.nmf_components}"
+            )
 
 
 
@@ -270,8 +292,10 @@ def _experiment_from_raw(raw: dict[str, Any], path: Path) -> Experiment:
     base_model = raw.get("model", {})
     base_train = raw.get("train", {})
     methods = []
-    for entry in raw.get("methods", []):
+    for number, entry in enumerate(raw.get("methods", []), start=1):
         entry = dict(entry)
+        if "kind" not in entry:
+            raise SepvaeError(f"[[methods]] entry {number} has no kind")
         kind = entry.pop("kind")
         label = entry.pop("label", kind)
         stft_raw = {**base_stft, **entry.pop("stft", {})}

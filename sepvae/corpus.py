@@ -13,7 +13,6 @@ Any other corpus can be given as a CSV with at least ``path, speaker, gender`` c
 from __future__ import annotations
 
 import csv
-import io
 import os
 import re
 import shutil
@@ -24,7 +23,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable
 
-from sepvae.audio import audio_info, atomic_output, file_md5
+from sepvae.audio import atomic_output, audio_info, csv_text, file_md5
 from sepvae.errors import SepvaeError
 
 SAMPLE_URL = "https://raw.githubusercontent.com/nltk/nltk_data/gh-pages/packages/corpora/timit.zip"
@@ -223,12 +222,7 @@ def read_corpus_csv(path: str | Path) -> list[Utterance]:
 
 
 def corpus_csv_text(utterances: list[Utterance]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CORPUS_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for utterance in utterances:
-        writer.writerow(asdict(utterance))
-    return buffer.getvalue()
+    return csv_text([asdict(u) for u in utterances], CORPUS_COLUMNS)
 
 
 def build_corpus(

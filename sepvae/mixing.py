@@ -22,16 +22,15 @@ The protocol (README, "Mixing protocol", says the same in words):
 from __future__ import annotations
 
 import csv
-import io
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from sepvae.audio import read_audio, write_wav
+from sepvae.audio import csv_text, read_audio, write_wav
 from sepvae.config import MixConfig, config_hash, to_dict
 from sepvae.corpus import Utterance
 from sepvae.errors import SepvaeError
@@ -217,7 +216,8 @@ def _load(path: str, sample_rate: int) -> np.ndarray:
 
 def mixtures_dir(root: str | Path, config: MixConfig, utterances: list[Utterance]) -> Path:
     """Where mixtures of this config and corpus live: ``root/<hash>``."""
-    corpus_key = [(u.path, u.speaker, u.gender, u.duration) for u in utterances]
+    # Everything the plan reads (transcripts, regions, ...) is part of the key.
+    corpus_key = [asdict(u) for u in sorted(utterances, key=lambda u: u.path)]
     return Path(root) / config_hash(config, corpus_key)
 
 
@@ -262,11 +262,7 @@ def make_mixtures(
         })
         if progress:
             progress(done + 1, len(plan))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    (staging / "manifest.csv").write_text(buffer.getvalue())
+    (staging / "manifest.csv").write_text(csv_text(rows, MANIFEST_COLUMNS))
     (staging / "mix_config.json").write_text(json.dumps(to_dict(config), indent=2) + "\n")
     if out.exists():
         shutil.rmtree(out)

@@ -15,15 +15,14 @@ Layout:
 from __future__ import annotations
 
 import csv
-import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from sepvae.audio import atomic_output, file_md5, read_audio, write_text, write_wav
+from sepvae.audio import atomic_output, csv_text, file_md5, read_audio, write_text, write_wav
 from sepvae.config import Experiment, Method, config_hash
 from sepvae.errors import SepvaeError
+from sepvae.metrics import METRICS
 from sepvae.mixing import Mixture, read_manifest
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
@@ -37,8 +36,9 @@ class Paths:
     reports: Path = Path("reports")
 
 
-def manifest_of(experiment: Experiment, paths: Paths = Paths()) -> Path:
-    """The experiment's mixtures: made (or found already made) from the corpus table."""
+def manifest_of(experiment: Experiment, paths: Paths = Paths(), progress: Callable[[int, int], None] | None = None) -> Path:
+    """The mixing stage: the experiment's manifest, made (or found made) from the corpus
+    table, or the external manifest the experiment names."""
     from sepvae.corpus import read_corpus_csv
     from sepvae.mixing import make_mixtures
 
@@ -47,14 +47,16 @@ def manifest_of(experiment: Experiment, paths: Paths = Paths()) -> Path:
         if not manifest.is_file():
             raise SepvaeError(f"{manifest}: manifest not found")
         return manifest
-    return make_mixtures(read_corpus_csv(paths.corpus), experiment.mix, paths.mixtures)
+    return make_mixtures(read_corpus_csv(paths.corpus), experiment.mix, paths.mixtures, progress)
 
 
 def sample_rate_of(manifest: Path) -> int:
+    from sepvae.audio import audio_info
+
     mixtures = read_manifest(manifest)
     if not mixtures:
         raise SepvaeError(f"{manifest}: lists no mixtures")
-    return read_audio(mixtures[0].mixture_path)[1]
+    return int(audio_info(mixtures[0].mixture_path).samplerate)
 
 
 def train_all(experiment: Experiment, paths: Paths = Paths(), device: str = "auto", on_epoch=None) -> dict[str, Path]:
@@ -100,11 +102,12 @@ def train_nmf(method: Method, manifest: Path, runs_root: Path, sample_rate: int)
 def _separation_key(method: Method, manifest: Path, paths: Paths, rate: int) -> str:
     from sepvae.train import run_dir
 
+    # Models depend on the training mixtures only; their estimates on the test mixtures too
+    # (the -large experiments share models but not test sets).
+    test_set = file_md5(manifest)
     if method.kind == "nmf" or method.model is not None:
-        base = run_dir(method, manifest, rate, paths.runs).name
-    else:
-        base = f"{method.kind}-{config_hash(method.stft if method.kind != 'mixture' else None, file_md5(manifest))}"
-    return f"{base}-p{method.mask_power:g}"
+        return f"{run_dir(method, manifest, rate, paths.runs).name}-{config_hash(test_set)}-p{method.mask_power:g}"
+    return f"{method.kind}-{config_hash(method.stft if method.kind != 'mixture' else None, test_set)}-p{method.mask_power:g}"
 
 
 def _mask_function(method: Method, run: Path | None, mixture: Mixture, rate: int, cache: dict):
@@ -195,7 +198,7 @@ def separate_all(experiment: Experiment, paths: Paths = Paths(), progress: Progr
     return {_key(m): separate_method(m, manifest, paths, rate, progress) for m in experiment.methods}
 
 
-SCORE_FIELDS = ["mixture_id", "source", "sdr", "sir", "sar", "si_sdr", "pesq", "stoi"]
+SCORE_FIELDS = ["mixture_id", "source", *METRICS]
 
 
 def score_separations(separations: Path, manifest: Path, progress: Progress | None = None, label: str = "") -> list[dict]:
@@ -204,7 +207,8 @@ def score_separations(separations: Path, manifest: Path, progress: Progress | No
 
     cache = separations.parent.parent / "scores" / f"{separations.name}.csv"
     if cache.is_file():
-        return list(csv.DictReader(cache.open()))
+        with open(cache, newline="") as handle:
+            return list(csv.DictReader(handle))
     mixtures = read_manifest(manifest, "test")
     rows = []
     for done, mixture in enumerate(mixtures, start=1):
@@ -216,16 +220,8 @@ def score_separations(separations: Path, manifest: Path, progress: Progress | No
             rows.append({"mixture_id": mixture.id, "source": name, **{k: f"{v:.4f}" for k, v in scores.items()}})
         if progress:
             progress(label, done, len(mixtures))
-    write_text(cache, _csv_text(rows, SCORE_FIELDS))
+    write_text(cache, csv_text(rows, SCORE_FIELDS))
     return rows
-
-
-def _csv_text(rows: list[dict], fields: list[str]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 def metrics_path(experiment: Experiment, paths: Paths = Paths()) -> Path:
@@ -235,8 +231,6 @@ def metrics_path(experiment: Experiment, paths: Paths = Paths()) -> Path:
 def evaluate_all(experiment: Experiment, paths: Paths = Paths(), progress: Progress | None = None) -> Path:
     """The evaluate stage: one row per (test mixture, source, method) in metrics.csv,
     with the unprocessed mixture's own scores as ``input_*``."""
-    from sepvae.metrics import METRICS
-
     manifest = manifest_of(experiment, paths)
     rate = sample_rate_of(manifest)
     mixture_method = Method(label="mixture", kind="mixture")
@@ -256,7 +250,7 @@ def evaluate_all(experiment: Experiment, paths: Paths = Paths(), progress: Progr
     from sepvae.report import COLUMNS
 
     out = metrics_path(experiment, paths)
-    write_text(out, _csv_text(rows, list(COLUMNS)))
+    write_text(out, csv_text(rows, list(COLUMNS)))
     return out
 
 
@@ -273,7 +267,10 @@ def spectrogram_example(experiment: Experiment, paths: Paths, out_png: Path) -> 
         return None
     manifest = manifest_of(experiment, paths)
     rate = sample_rate_of(manifest)
-    mixture = read_manifest(manifest, "test")[0]
+    tests = read_manifest(manifest, "test")
+    if not tests:
+        return None
+    mixture = tests[0]
     separations = paths.runs / "separations" / _separation_key(method, manifest, paths, rate)
     mask_fn, names = _mask_function(method, run_dir(method, manifest, rate, paths.runs), mixture, rate, {})
     waveform = load_mono(mixture.mixture_path, rate)
@@ -312,7 +309,7 @@ def export_model(experiment: Experiment, label: str = "best", name: str = "defau
     ``label = "best"`` picks the model method with the highest median SDR in the
     experiment's metrics.csv; its evaluation medians go into the model card.
     """
-    from sepvae.pretrained import CARD, export
+    from sepvae.pretrained import export
     from sepvae.report import read_metrics, summary_table
     from sepvae.train import run_dir
 
@@ -329,12 +326,10 @@ def export_model(experiment: Experiment, label: str = "best", name: str = "defau
     if label not in scored:
         raise SepvaeError(f"no evaluated gender-mode model method {label!r} in {experiment.path}; have {', '.join(scored)}")
     manifest = manifest_of(experiment, paths)
-    out = export(run_dir(candidates[label], manifest, sample_rate_of(manifest), paths.runs), name, root=root)
-    card = json.loads((out / CARD).read_text())
-    card["evaluation"] = {
+    evaluation = {
         "experiment": experiment.path, "method": label, "test_estimates": scored[label]["n"],
         **{k: round(v, 3) for k, v in scored[label].items() if k.endswith("_median")},
     }
-    card["data_licence"] = "TIMIT corpus sample, Copyright 1993 Linguistic Data Consortium, CC BY-NC-SA"
-    write_text(out / CARD, json.dumps(card, indent=2) + "\n")
-    return out
+    licence = "TIMIT corpus sample, Copyright 1993 Linguistic Data Consortium, CC BY-NC-SA"
+    run = run_dir(candidates[label], manifest, sample_rate_of(manifest), paths.runs)
+    return export(run, name, root=root, extra={"evaluation": evaluation, "data_licence": licence})

@@ -33,9 +33,10 @@ from typing import Any
 import numpy as np
 
 from sepvae.errors import SepvaeError
+from sepvae.metrics import METRICS
 
 KEY_COLUMNS = ("experiment", "method", "source_mode", "mixture_id", "source")
-SCORE_COLUMNS = ("sdr", "sir", "sar", "si_sdr", "pesq", "stoi")
+SCORE_COLUMNS = METRICS
 COLUMNS = KEY_COLUMNS + SCORE_COLUMNS + tuple(f"input_{name}" for name in SCORE_COLUMNS)
 
 # Improvement over the unprocessed mixture: name -> score column.

@@ -239,8 +239,11 @@ def train_method(
         is_val = np.isin(normalized.mixture_index, held_out)
         torch.manual_seed(method.train.seed)
         models = {name: build_model(method.model, n_bins).to(torch_device) for name in sorted(members)}
+        train_part, val_part = mask & ~is_val, mask & is_val
+        if not val_part.any():  # one mixture only (a rare speaker): validate on what it trains on
+            val_part = train_part
         splits = []
-        for part in (mask & ~is_val, mask & is_val):
+        for part in (train_part, val_part):
             subset = normalized.subset(part)
             splits.append(Split(
                 inputs=subset.mixture.to(torch_device),

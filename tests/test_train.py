@@ -126,3 +126,20 @@ def test_cli_train_config_errors(tmp_path, method, message):
     result = runner.invoke(app, ["train", "--config", str(config)])
     assert result.exit_code == 1
     assert message in result.output and str(config) in result.output
+
+
+@pytest.mark.parametrize(
+    "method, message",
+    [
+        ('label = "x"', "[[methods]] entry 1 has no kind"),
+        ('kind = "vae"\nmask_power = 0', "mask_power must be > 0"),
+        ('kind = "vae"\ntrain = { batch_size = 0 }', "batch_size, epochs and patience must be >= 1"),
+        ('kind = "vae"\nmodel = { hidden = 256 }', "model hidden must be a list of positive layer sizes"),
+    ],
+)
+def test_bad_settings_fail_when_the_file_is_read(tmp_path, method, message):
+    config = tmp_path / "exp.toml"
+    config.write_text(f"[[methods]]\n{method}\n")
+    result = runner.invoke(app, ["train", "--config", str(config)])
+    assert result.exit_code == 1
+    assert message in result.output and result.output.startswith("error: ")

@@ -10,8 +10,10 @@ This module imports neither torch nor numpy, so ``sepvae models`` stays quick.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -68,10 +70,13 @@ def folder(name: str = DEFAULT) -> Path:
     raise SepvaeError(f"unknown model {name!r}: shipped models: {installed}; or give a folder of <source>.pt checkpoints")
 
 
-def export(run: str | Path, name: str = DEFAULT, description: str = "", root: Path | None = None) -> Path:
+def export(run: str | Path, name: str = DEFAULT, description: str = "", root: Path | None = None,
+           extra: dict[str, Any] | None = None) -> Path:
     """Copy a finished gender-mode training run into a shipped model folder with its card.
 
-    Returns the model folder. ``make pretrained`` calls this with the run it trained.
+    ``extra`` is merged into the card (e.g. evaluation scores). The folder is assembled
+    beside its final place and swapped in whole, so an interrupted export leaves the old
+    model intact. Returns the model folder.
     """
     run = Path(run)
     config_path = run / "config.json"
@@ -86,11 +91,10 @@ def export(run: str | Path, name: str = DEFAULT, description: str = "", root: Pa
     if not is_name(name):
         raise SepvaeError(f"{name!r} is not a model name (letters, digits, '-', '_', '.')")
     out = (root or ROOT) / name
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in checkpoints_in(out):
-        (out / f"{stale}.pt").unlink()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out.parent))
     for source in sources:
-        shutil.copyfile(run / f"{source}.pt", out / f"{source}.pt")
+        shutil.copyfile(run / f"{source}.pt", staging / f"{source}.pt")
     card = {
         "name": name,
         "description": description or f"{config['kind']} per gender class, trained by sepvae {config.get('version', '?')}",
@@ -105,6 +109,13 @@ def export(run: str | Path, name: str = DEFAULT, description: str = "", root: Pa
         "training_mixtures": config.get("training_mixtures"),
         "run": run.name,
         "version": config.get("version"),
+        **(extra or {}),
     }
-    (out / CARD).write_text(json.dumps(card, indent=2) + "\n")
+    (staging / CARD).write_text(json.dumps(card, indent=2) + "\n")
+    os.chmod(staging, 0o755)
+    previous = out.with_name(f".{name}.old")
+    if out.exists():
+        os.replace(out, previous)
+    os.replace(staging, out)
+    shutil.rmtree(previous, ignore_errors=True)
     return out

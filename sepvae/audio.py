@@ -80,7 +80,7 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     try:
         audio, sample_rate = sf.read(path, dtype="float32", always_2d=False)
     except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-        raise SepvaeError(f"{path}: cannot read audio ({_short(exc)})") from None
+        raise SepvaeError(f"{path}: cannot read audio ({short_error(exc)})") from None
     if audio.shape[0] == 0:
         raise SepvaeError(f"{path}: has zero samples")
     if not np.isfinite(audio).all():
@@ -92,8 +92,8 @@ def audio_info(path: str | Path) -> sf._SoundFileInfo:
     path = check_readable(path)
     try:
         return sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-        raise SepvaeError(f"{path}: cannot read audio ({_short(exc)})") from None
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+        raise SepvaeError(f"{path}: cannot read audio ({short_error(exc)})") from None
 
 
 def file_md5(path: str | Path) -> str:
@@ -104,6 +104,8 @@ def file_md5(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _short(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[-1] if text else type(exc).__name__
+def short_error(exc: Exception) -> str:
+    """The last line of an exception's message (an OSError's strerror), for one-line errors."""
+    text = getattr(exc, "strerror", None) or str(exc).strip()
+    lines = str(text).splitlines()
+    return lines[-1] if lines else type(exc).__name__

@@ -160,14 +160,13 @@ class Separator:
         All ``<source>.pt`` of the folder (in the order its ``model.json`` lists, else sorted),
         or those named in ``sources``.
         """
-        from sepvae.pretrained import checkpoints_in, read_card
+        from sepvae.pretrained import checkpoints_in, sources_of
 
         run = Path(run)
         if not run.is_dir():
             raise SepvaeError(f"{run}: no such model folder")
         available = checkpoints_in(run)
-        listed = [s for s in read_card(run).get("sources", []) if s in available]
-        names = sources or (listed + [s for s in available if s not in listed])
+        names = sources or sources_of(run)
         missing = [n for n in names if n not in available]
         if missing:
             raise SepvaeError(f"{run}: no model for source(s) {', '.join(missing)} (has {', '.join(available) or 'none'})")

@@ -76,8 +76,7 @@ def describe_model(folder: Path, name: str, origin: str) -> ModelInfo:
             config = {}
     info = {**config, **card}
     checkpoints = pretrained.checkpoints_in(folder)
-    listed = [s for s in card.get("sources", []) if s in checkpoints]
-    sources = listed + [s for s in checkpoints if s not in listed]
+    sources = pretrained.sources_of(folder)
     done = (folder / "done").is_file() if origin == "run" else bool(checkpoints)
     model = ModelInfo(
         name=name, path=folder, origin=origin, kind=info.get("kind"), source_mode=info.get("source_mode"),
@@ -260,14 +259,10 @@ def separate_file(
     import numpy as np
     import soundfile as sf
 
-    from sepvae.audio import atomic_output, check_readable
+    from sepvae.audio import atomic_output, audio_info, short_error
     from sepvae.separator import BLOCK_FRAMES, SeparationWarning, to_mono
 
-    path = check_readable(path)
-    try:
-        info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
-        raise SepvaeError(f"{path}: cannot read audio ({_short(exc)})") from None
+    info = audio_info(path)
     result = FileResult(
         input=path, sample_rate=int(info.samplerate), channels=int(info.channels), frames=int(info.frames),
         format=info.format, subtype=info.subtype, output_subtype=output_subtype(info.subtype),
@@ -300,11 +295,11 @@ def separate_file(
                     sf.SoundFile(tmp, "w", samplerate=result.sample_rate, channels=1, subtype=subtype, format=container)
                 ))
             except (OSError, sf.LibsndfileError) as exc:
-                raise SepvaeError(f"{path}: cannot write to {output.parent} ({_short(exc)})") from None
+                raise SepvaeError(f"{path}: cannot write to {output.parent} ({short_error(exc)})") from None
         try:
             reader = stack.enter_context(sf.SoundFile(str(path)))
         except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-            raise SepvaeError(f"{path}: cannot read audio ({_short(exc)})") from None
+            raise SepvaeError(f"{path}: cannot read audio ({short_error(exc)})") from None
         done = 0
 
         def blocks():
@@ -313,7 +308,7 @@ def separate_file(
                 try:
                     block = reader.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
                 except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-                    raise SepvaeError(f"cannot read audio after {done} frames ({_short(exc)})") from None
+                    raise SepvaeError(f"cannot read audio after {done} frames ({short_error(exc)})") from None
                 if not len(block):
                     return
                 done += len(block)
@@ -334,7 +329,7 @@ def separate_file(
         except SepvaeError as exc:
             raise SepvaeError(f"{path}: {exc}") from None
         except OSError as exc:
-            raise SepvaeError(f"{path}: cannot write to {folder} ({_short(exc)})") from None
+            raise SepvaeError(f"{path}: cannot write to {folder} ({short_error(exc)})") from None
         result.frames = done
     if result.channels > 1:
         result.warnings.append(f"{result.channels} channels averaged to mono")
@@ -345,7 +340,3 @@ def separate_file(
     return result
 
 
-def _short(exc: Exception) -> str:
-    text = getattr(exc, "strerror", None) or str(exc).strip()
-    lines = str(text).splitlines()
-    return lines[-1] if lines else type(exc).__name__

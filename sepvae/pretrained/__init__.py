@@ -44,6 +44,13 @@ def read_card(folder: Path) -> dict[str, Any]:
     return card
 
 
+def sources_of(folder: Path) -> list[str]:
+    """A model folder's sources: in the order its card lists them, then the others sorted."""
+    available = checkpoints_in(folder)
+    listed = [s for s in read_card(folder).get("sources", []) if s in available]
+    return listed + [s for s in available if s not in listed]
+
+
 def names() -> list[str]:
     """The shipped models that are installed (a folder here with checkpoints in it)."""
     return sorted(p.name for p in ROOT.iterdir() if p.is_dir() and checkpoints_in(p))

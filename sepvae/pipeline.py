@@ -87,7 +87,7 @@ def train_nmf(method: Method, manifest: Path, runs_root: Path, sample_rate: int)
     from sepvae.train import run_dir
 
     out = run_dir(method, manifest, sample_rate, runs_root)
-    if (out / "nmf.pt").is_file():
+    if (out / "done").is_file():
         return out
     frames = load_frames(read_manifest(manifest, "train"), method.stft, sample_rate)
     dictionaries = {
@@ -96,6 +96,7 @@ def train_nmf(method: Method, manifest: Path, runs_root: Path, sample_rate: int)
     }
     with atomic_output(out / "nmf.pt") as tmp:
         torch.save(dictionaries, tmp)
+    write_text(out / "done", "")
     return out
 
 
@@ -170,7 +171,7 @@ def separate_method(method: Method, manifest: Path, paths: Paths = Paths(), rate
     if (out / "done").is_file():
         return out
     run = run_dir(method, manifest, rate, paths.runs) if (method.model is not None or method.kind == "nmf") else None
-    if run is not None and not ((run / "done").is_file() or (run / "nmf.pt").is_file()):
+    if run is not None and not (run / "done").is_file():
         raise SepvaeError(f"method {method.label!r}: not trained yet (run `sepvae train` first)")
     mixtures = read_manifest(manifest, "test")
     cache: dict = {}

@@ -58,7 +58,8 @@ $(SWEEPS) $(SWEEPS:=-large): data
 	$(SEPVAE) report --config experiments/$@.toml
 	$(SEPVAE) results
 
-sweeps: $(SWEEPS)
+# The six sweeps, then their -large twins (the same models on ~100 test mixtures).
+sweeps: $(SWEEPS) $(SWEEPS:=-large)
 
 results: setup
 	$(SEPVAE) results

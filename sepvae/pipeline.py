@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from sepvae.audio import atomic_output, csv_text, file_md5, read_audio, write_text, write_wav
+from sepvae.audio import atomic_output, audio_info, csv_text, file_md5, read_audio, write_text, write_wav
 from sepvae.config import Experiment, Method, config_hash
 from sepvae.errors import SepvaeError
 from sepvae.metrics import METRICS
@@ -51,8 +51,6 @@ def manifest_of(experiment: Experiment, paths: Paths = Paths(), progress: Callab
 
 
 def sample_rate_of(manifest: Path) -> int:
-    from sepvae.audio import audio_info
-
     mixtures = read_manifest(manifest)
     if not mixtures:
         raise SepvaeError(f"{manifest}: lists no mixtures")

@@ -273,6 +273,33 @@ OFF_SCALE_DB = 100.0
 _SOURCE_COLORS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:brown", "tab:olive")
 
 
+def draw_violin(ax, position: float, values: np.ndarray, *, width: float, rng: np.random.Generator,
+                face: str = "0.75", alpha: float = 0.8, dot_size: float = 9, dot_colors: Any = "0.15",
+                median: float | None = None) -> None:
+    """One group at ``position``: a violin when the values spread, jittered dots, and a black
+    median bar (of ``median`` if given, e.g. the median before off-scale values were removed)."""
+    if values.size > 1 and np.ptp(values) > 0:
+        body = ax.violinplot([values], positions=[position], widths=width, showextrema=False)
+        for patch in body["bodies"]:
+            patch.set_facecolor(face)
+            patch.set_edgecolor("0.35")
+            patch.set_alpha(alpha)
+    jitter = rng.uniform(-0.15 * width, 0.15 * width, values.size)
+    ax.scatter(position + jitter, values, s=dot_size, c=dot_colors, alpha=0.7, linewidths=0, zorder=3)
+    median = float(np.median(values)) if median is None else median
+    ax.hlines(median, position - 0.37 * width, position + 0.37 * width, colors="k", linewidths=2, zorder=4)
+
+
+def label_panel(ax, letter: str, metric: str, fontsize: float = 10) -> None:
+    """Title ``(a) SDR``, y label with unit, grid; says so when the panel has no values."""
+    unit = {"dB": "dB", "MOS": "MOS-LQO", "": ""}[metric_unit(metric)]
+    ax.set_ylabel(f"{metric_name(metric)} ({unit})" if unit else metric_name(metric), fontsize=fontsize - 1)
+    ax.set_title(f"({letter}) {metric_name(metric)}", fontsize=fontsize)
+    ax.grid(axis="y", alpha=0.3)
+    if not ax.has_data():
+        ax.text(0.5, 0.5, "no finite values", transform=ax.transAxes, ha="center", va="center", color="0.4")
+
+
 def violin_figure(
     rows: Sequence[Mapping[str, Any]],
     metrics: Sequence[str] = PAPER_METRICS,
@@ -313,7 +340,7 @@ def violin_figure(
     rng = np.random.default_rng(0)  # jitter only; fixed so that figures are reproducible
     for letter, ax, metric in zip("abcdefghijklmnopqrstuvwxyz", axes, metrics):
         ticks = []
-        any_value = headroom = False
+        headroom = False
         for position, key in enumerate(methods, start=1):
             group = groups[key]
             values = metric_values(group, metric)
@@ -323,7 +350,6 @@ def violin_figure(
             ticks.append(f"{labels[key]}\nn={int(finite.sum())}" + (f" ({dropped} {kind})" if dropped else ""))
             if not finite.any():
                 continue
-            any_value = True
             kept = values[finite]
             group_sources = np.array([row["source"] for row, ok in zip(group, finite) if ok])
             median = float(np.median(kept))
@@ -334,17 +360,9 @@ def violin_figure(
                             xycoords=("data", "axes fraction"), ha="center", va="top", fontsize=7, color="0.3")
                 headroom = True
             kept, group_sources = kept[on_scale], group_sources[on_scale]
-            if kept.size > 1 and np.ptp(kept) > 0:
-                body = ax.violinplot([kept], positions=[position], widths=0.8, showextrema=False)
-                for patch in body["bodies"]:
-                    patch.set_facecolor("0.75")
-                    patch.set_edgecolor("0.35")
-                    patch.set_alpha(0.8)
-            jitter = rng.uniform(-0.12, 0.12, kept.size)
-            ax.scatter(position + jitter, kept, s=9, c=[colors[s] for s in group_sources], alpha=0.7,
-                       linewidths=0, zorder=3)
-            if abs(median) <= OFF_SCALE_DB or metric_unit(metric) != "dB":
-                ax.hlines(median, position - 0.3, position + 0.3, colors="k", linewidths=2.2, zorder=4)
+            if kept.size:
+                draw_violin(ax, position, kept, width=0.8, rng=rng, dot_colors=[colors[s] for s in group_sources],
+                            median=median if abs(median) <= OFF_SCALE_DB or metric_unit(metric) != "dB" else None)
         if headroom:
             low, high = ax.get_ylim()
             ax.set_ylim(low, high + 0.15 * (high - low))
@@ -353,12 +371,7 @@ def violin_figure(
         ax.set_xticks(range(1, len(methods) + 1), ticks, fontsize=8, rotation=35 if rotate else 0,
                       ha="right" if rotate else "center", rotation_mode="anchor" if rotate else "default")
         ax.set_xlim(0.4, len(methods) + 0.6)
-        unit = {"dB": "dB", "MOS": "MOS-LQO", "": ""}[metric_unit(metric)]
-        ax.set_ylabel(f"{metric_name(metric)} ({unit})" if unit else metric_name(metric))
-        ax.set_title(f"({letter}) {metric_name(metric)}")
-        ax.grid(axis="y", alpha=0.3)
-        if not any_value:
-            ax.text(0.5, 0.5, "no finite values", transform=ax.transAxes, ha="center", va="center", color="0.4")
+        label_panel(ax, letter, metric)
 
     handles = [Line2D([], [], color="k", linewidth=2.2, label="median")]
     handles += [Line2D([], [], marker="o", linestyle="", color=colors[s], label=s) for s in sources]

@@ -46,6 +46,8 @@ from sepvae.errors import SepvaeError
 from sepvae.pipeline import Paths, metrics_path
 from sepvae.report import (
     OFF_SCALE_DB,
+    draw_violin,
+    label_panel,
     metric_name,
     metric_unit,
     metric_values,
@@ -435,27 +437,15 @@ def sweep_figure(rows: Sequence[Mapping[str, Any]], experiment: Experiment, out_
                 ax.vlines(position, q1, q3, colors=colors[s], linewidths=1.5)
                 ax.plot([position], [median], marker="D", markersize=4, color=colors[s], zorder=4)
                 continue
-            if values.size > 1 and np.ptp(values) > 0:
-                body = ax.violinplot([values], positions=[position], widths=width * 0.95, showextrema=False)
-                for patch in body["bodies"]:
-                    patch.set_facecolor(colors[s] if len(series) > 1 else "0.7")
-                    patch.set_edgecolor("0.3")
-                    patch.set_alpha(0.45)
-            jitter = rng.uniform(-width * 0.15, width * 0.15, values.size)
-            ax.scatter(position + jitter, values, s=3, color="0.15", alpha=0.5, linewidths=0, zorder=3)
-            ax.hlines(median, position - width * 0.35, position + width * 0.35, colors="k", linewidths=1.6, zorder=4)
+            draw_violin(ax, position, values, width=width * 0.95, rng=rng, median=median, dot_size=3,
+                        face=colors[s] if len(series) > 1 else "0.7", alpha=0.45)
         ticks = [f"{x}\n{STFT_SETTINGS[x][0]}/{STFT_SETTINGS[x][1]}" if family == "sweep-window" and x in STFT_SETTINGS
                  else x for x in xs]
         ax.set_xticks(range(1, len(xs) + 1), ticks, fontsize=7,
                       rotation=30 if max(len(t) for t in xs) > 6 else 0)
         ax.set_xlim(0.45, len(xs) + 0.55)
         ax.tick_params(axis="y", labelsize=7)
-        unit = {"dB": "dB", "MOS": "MOS-LQO", "": ""}[metric_unit(metric)]
-        ax.set_ylabel(f"{metric_name(metric)} ({unit})" if unit else metric_name(metric), fontsize=8)
-        ax.set_title(f"({letter}) {metric_name(metric)}", fontsize=9)
-        ax.grid(axis="y", alpha=0.3)
-        if not ax.has_data():
-            ax.text(0.5, 0.5, "no finite values", transform=ax.transAxes, ha="center", va="center", color="0.4")
+        label_panel(ax, letter, metric, fontsize=9)
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
     if len(series) > 1:

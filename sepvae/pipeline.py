@@ -36,18 +36,23 @@ class Paths:
     reports: Path = Path("reports")
 
 
-def manifest_of(experiment: Experiment, paths: Paths = Paths(), progress: Callable[[int, int], None] | None = None) -> Path:
+def manifest_of(experiment: Experiment, paths: Paths = Paths(), progress: Callable[[int, int], None] | None = None,
+                make: bool = True) -> Path:
     """The mixing stage: the experiment's manifest, made (or found made) from the corpus
-    table, or the external manifest the experiment names."""
+    table, or the external manifest the experiment names. ``make=False`` only says where
+    it is (or would be), without mixing."""
     from sepvae.corpus import read_corpus_csv
-    from sepvae.mixing import make_mixtures
+    from sepvae.mixing import make_mixtures, mixtures_dir
 
     if experiment.manifest:
         manifest = Path(experiment.manifest)
-        if not manifest.is_file():
+        if make and not manifest.is_file():
             raise SepvaeError(f"{manifest}: manifest not found")
         return manifest
-    return make_mixtures(read_corpus_csv(paths.corpus), experiment.mix, paths.mixtures, progress)
+    utterances = read_corpus_csv(paths.corpus)
+    if not make:
+        return mixtures_dir(paths.mixtures, experiment.mix, utterances) / "manifest.csv"
+    return make_mixtures(utterances, experiment.mix, paths.mixtures, progress)
 
 
 def sample_rate_of(manifest: Path) -> int:

@@ -43,7 +43,7 @@ import numpy as np
 
 from sepvae.config import STFT_SETTINGS, Experiment, load_experiment
 from sepvae.errors import SepvaeError
-from sepvae.pipeline import Paths, metrics_path
+from sepvae.pipeline import Paths, manifest_of, metrics_path
 from sepvae.report import (
     OFF_SCALE_DB,
     draw_violin,
@@ -346,16 +346,10 @@ def training_times(experiment: Experiment, paths: Paths = Paths()) -> dict[str, 
 
 
 def _existing_manifest(experiment: Experiment, paths: Paths) -> Path | None:
-    from sepvae.corpus import read_corpus_csv
-    from sepvae.mixing import mixtures_dir
-
-    if experiment.manifest:
-        manifest = Path(experiment.manifest)
-    else:
-        try:
-            manifest = mixtures_dir(paths.mixtures, experiment.mix, read_corpus_csv(paths.corpus)) / "manifest.csv"
-        except (SepvaeError, OSError):
-            return None
+    try:
+        manifest = manifest_of(experiment, paths, make=False)
+    except (SepvaeError, OSError):
+        return None
     return manifest if manifest.is_file() else None
 
 

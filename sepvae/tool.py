@@ -117,8 +117,8 @@ def list_models(runs: Path = Path("runs")) -> list[ModelInfo]:
     return models
 
 
-def resolve_model(model: str = pretrained.DEFAULT) -> tuple[str, Path]:
-    """(name, folder) of ``--model``: a shipped name, else a path to a model folder.
+def resolve_model(model: str = pretrained.DEFAULT) -> ModelInfo:
+    """What ``--model`` names: a shipped model, else a folder of checkpoints (checked usable).
 
     A shipped name wins over a folder of the same name in the working directory; write
     ``./name`` for the folder.
@@ -126,7 +126,7 @@ def resolve_model(model: str = pretrained.DEFAULT) -> tuple[str, Path]:
     if pretrained.is_name(model) and (
         (pretrained.ROOT / model).is_dir() or model == pretrained.DEFAULT or not Path(model).exists()
     ):
-        return model, pretrained.folder(model)
+        return describe_model(pretrained.folder(model), model, "shipped")
     path = Path(model)
     if not path.exists():
         raise SepvaeError(f"{path}: no such model folder")
@@ -142,16 +142,15 @@ def resolve_model(model: str = pretrained.DEFAULT) -> tuple[str, Path]:
         raise SepvaeError(f"{path}: a speaker-mode run (one model per training speaker); separate needs a gender-mode run")
     if len(described.sources) < 2:
         raise SepvaeError(f"{path}: needs one <source>.pt checkpoint per source, found {described.sources or 'none'}")
-    return str(path), path
+    return described
 
 
 def load_separator(model: str = pretrained.DEFAULT, device: str = "auto"):
     """(Separator, ModelInfo) for ``--model``; one-line SepvaeError for anything wrong."""
     from sepvae.separator import Separator
 
-    name, folder = resolve_model(model)
-    separator = Separator.from_run(folder, device=device)
-    info = describe_model(folder, name, "shipped" if folder.parent == pretrained.ROOT else "run")
+    info = resolve_model(model)
+    separator = Separator.from_run(info.path, device=device)
     info.sources = separator.sources
     return separator, info
 

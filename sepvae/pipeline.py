@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from sepvae.audio import atomic_output, audio_info, csv_text, file_md5, read_audio, write_text, write_wav
+from sepvae.audio import audio_info, csv_text, file_md5, read_audio, write_text, write_wav
 from sepvae.config import Experiment, Method, config_hash
 from sepvae.errors import SepvaeError
 from sepvae.metrics import METRICS
@@ -64,7 +64,7 @@ def sample_rate_of(manifest: Path) -> int:
 
 def train_all(experiment: Experiment, paths: Paths = Paths(), device: str = "auto", on_epoch=None) -> dict[str, Path]:
     """The training stage: every model method of the experiment; label -> run directory."""
-    from sepvae.train import train_method
+    from sepvae.train import train_method, train_nmf
 
     manifest = manifest_of(experiment, paths)
     rate = sample_rate_of(manifest)
@@ -79,28 +79,6 @@ def train_all(experiment: Experiment, paths: Paths = Paths(), device: str = "aut
 
 def _key(method: Method) -> str:
     return f"{method.label} ({method.source_mode})"
-
-
-def train_nmf(method: Method, manifest: Path, runs_root: Path, sample_rate: int) -> Path:
-    """Learn one NMF dictionary per source from the training sources' magnitudes."""
-    import torch
-
-    from sepvae.features import load_frames
-    from sepvae.nmf import learn_dictionary
-    from sepvae.train import run_dir
-
-    out = run_dir(method, manifest, sample_rate, runs_root)
-    if (out / "done").is_file():
-        return out
-    frames = load_frames(read_manifest(manifest, "train"), method.stft, sample_rate)
-    dictionaries = {
-        name: learn_dictionary(source.T.contiguous(), method.nmf_components, n_iter=200, seed=method.train.seed)
-        for name, source in frames.sources.items()
-    }
-    with atomic_output(out / "nmf.pt") as tmp:
-        torch.save(dictionaries, tmp)
-    write_text(out / "done", "")
-    return out
 
 
 def _separation_key(method: Method, manifest: Path, paths: Paths, rate: int) -> str:

@@ -259,3 +259,21 @@ def train_method(
         state_path.unlink(missing_ok=True)
     write_text(out / "done", "")
     return out
+
+
+def train_nmf(method: Method, manifest: Path, runs_root: Path, sample_rate: int) -> Path:
+    """Learn one NMF dictionary per source from the training sources' magnitudes."""
+    from sepvae.nmf import learn_dictionary
+
+    out = run_dir(method, manifest, sample_rate, runs_root)
+    if (out / "done").is_file():
+        return out
+    frames = load_frames(read_manifest(manifest, "train"), method.stft, sample_rate)
+    dictionaries = {
+        name: learn_dictionary(source.T.contiguous(), method.nmf_components, n_iter=200, seed=method.train.seed)
+        for name, source in frames.sources.items()
+    }
+    with atomic_output(out / "nmf.pt") as tmp:
+        torch.save(dictionaries, tmp)
+    write_text(out / "done", "")
+    return out

@@ -48,6 +48,24 @@ def csv_text(rows: list[dict], fields: list[str]) -> str:
     return buffer.getvalue()
 
 
+def read_csv(path: str | Path, what: str, required: tuple[str, ...] = (), hint: str = "") -> tuple[list[str], list[dict]]:
+    """A CSV's header and rows. SepvaeError naming the file (as ``what``) if it is missing,
+    has no header, or lacks one of the ``required`` columns; ``hint`` says how to make it."""
+    path = Path(path)
+    if not path.is_file():
+        raise SepvaeError(f"{path}: {what} not found" + (f" ({hint})" if hint else ""))
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        header = list(reader.fieldnames or [])
+        rows = list(reader)
+    if not header:
+        raise SepvaeError(f"{path}: {what} is empty, expected a header with {', '.join(required) or 'columns'}")
+    missing = [name for name in required if name not in header]
+    if missing:
+        raise SepvaeError(f"{path}: {what} lacks column(s) {', '.join(missing)}")
+    return header, rows
+
+
 def write_text(path: str | Path, text: str) -> None:
     with atomic_output(path) as tmp:
         tmp.write_text(text)

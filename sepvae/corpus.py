@@ -12,7 +12,6 @@ Any other corpus can be given as a CSV with at least ``path, speaker, gender`` c
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 import shutil
@@ -23,7 +22,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable
 
-from sepvae.audio import atomic_output, audio_info, csv_text, file_md5
+from sepvae.audio import atomic_output, audio_info, csv_text, file_md5, read_csv
 from sepvae.errors import SepvaeError
 
 SAMPLE_URL = "https://raw.githubusercontent.com/nltk/nltk_data/gh-pages/packages/corpora/timit.zip"
@@ -190,14 +189,7 @@ def read_corpus_csv(path: str | Path) -> list[Utterance]:
     read from the audio files.
     """
     path = Path(path)
-    if not path.is_file():
-        raise SepvaeError(f"{path}: corpus CSV not found (run `sepvae data` first)")
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"path", "speaker", "gender"} - set(reader.fieldnames or [])
-        if missing:
-            raise SepvaeError(f"{path}: corpus CSV lacks column(s) {', '.join(sorted(missing))}")
-        rows = list(reader)
+    _, rows = read_csv(path, "corpus CSV", ("gender", "path", "speaker"), "run `sepvae data` first")
     if not rows:
         raise SepvaeError(f"{path}: corpus CSV lists no utterances")
     utterances = []

@@ -30,7 +30,7 @@ from typing import Callable
 
 import numpy as np
 
-from sepvae.audio import csv_text, read_audio, write_wav
+from sepvae.audio import csv_text, read_audio, read_csv, write_wav
 from sepvae.config import MixConfig, config_hash, to_dict
 from sepvae.corpus import Utterance
 from sepvae.errors import SepvaeError
@@ -292,14 +292,7 @@ def read_manifest(path: str | Path, split: str | None = None) -> list[Mixture]:
     ``test``) columns; relative paths are relative to the manifest's folder.
     """
     path = Path(path)
-    if not path.is_file():
-        raise SepvaeError(f"{path}: manifest not found (run `sepvae mix` first)")
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = reader.fieldnames or []
-        rows = list(reader)
-    if "mixture_path" not in columns:
-        raise SepvaeError(f"{path}: manifest lacks a mixture_path column")
+    columns, rows = read_csv(path, "manifest", ("mixture_path",), "run `sepvae mix` first")
     sources = [c[: -len("_path")] for c in columns if c.endswith("_path") and c != "mixture_path"]
     if len(sources) < 2:
         raise SepvaeError(f"{path}: manifest needs at least two <source>_path columns, found {sources}")

@@ -22,7 +22,6 @@ this module stays cheap.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import shutil
@@ -59,23 +58,16 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     Raises SepvaeError naming the file if it is missing, empty, lacks one of ``COLUMNS``,
     or holds a score that is not a number.
     """
+    from sepvae.audio import read_csv
+
     path = Path(path)
-    if not path.is_file():
-        raise SepvaeError(f"{path}: no such metrics file (run the evaluate stage first)")
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        header = reader.fieldnames or []
-        missing = [name for name in COLUMNS if name not in header]
-        if not header:
-            raise SepvaeError(f"{path}: empty metrics file, expected a header with {', '.join(COLUMNS)}")
-        if missing:
-            raise SepvaeError(f"{path}: metrics file lacks column(s) {', '.join(missing)}")
-        rows = []
-        for line, record in enumerate(reader, start=2):
-            row: dict[str, Any] = dict(record)
-            for name in COLUMNS[len(KEY_COLUMNS):]:
-                row[name] = _to_float(row[name], path, line, name)
-            rows.append(row)
+    _, records = read_csv(path, "metrics file", COLUMNS, "run the evaluate stage first")
+    rows = []
+    for line, record in enumerate(records, start=2):
+        row: dict[str, Any] = dict(record)
+        for name in COLUMNS[len(KEY_COLUMNS):]:
+            row[name] = _to_float(row[name], path, line, name)
+        rows.append(row)
     return rows
 
 

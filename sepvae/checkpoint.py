@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from sepvae.audio import atomic_output
+from sepvae.io import atomic_output
 from sepvae.config import model_config
 from sepvae.errors import SepvaeError
 

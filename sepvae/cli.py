@@ -236,7 +236,8 @@ def separate(
     # Before torch loads libgomp: its default busy-waiting threads slow separation ~20x
     # whenever another process holds a core; passive waiting costs nothing when idle.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from sepvae.tool import load_separator, separate_files
+    from sepvae.catalog import load_separator
+    from sepvae.files import separate_files
 
     if threads:
         import torch
@@ -295,7 +296,7 @@ def models(
     """List shipped models and the models trained under runs/models/."""
     import json
 
-    from sepvae.tool import list_models
+    from sepvae.catalog import list_models
 
     found = list_models(runs)
     if as_json:

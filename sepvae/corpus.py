@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable
 
-from sepvae.audio import atomic_output, audio_info, csv_text, file_md5, read_csv
+from sepvae.io import atomic_output, audio_info, csv_text, file_md5, read_csv
 from sepvae.errors import SepvaeError
 
 SAMPLE_URL = "https://raw.githubusercontent.com/nltk/nltk_data/gh-pages/packages/corpora/timit.zip"

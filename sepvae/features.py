@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sepvae.audio import read_audio
+from sepvae.io import read_audio, to_mono
 from sepvae.config import StftConfig
 from sepvae.errors import SepvaeError
 from sepvae.mixing import Mixture
@@ -45,9 +45,7 @@ def load_mono(path, sample_rate: int) -> Tensor:
     audio, rate = read_audio(path)
     if rate != sample_rate:
         raise SepvaeError(f"{path}: sample rate {rate} Hz, expected {sample_rate} Hz like the other files")
-    if audio.ndim == 2:
-        audio = audio.mean(axis=1)
-    return torch.from_numpy(np.ascontiguousarray(audio))
+    return torch.from_numpy(to_mono(audio))
 
 
 @dataclass

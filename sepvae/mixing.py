@@ -30,12 +30,11 @@ from typing import Callable
 
 import numpy as np
 
-from sepvae.audio import csv_text, read_audio, read_csv, write_wav
+from sepvae.io import csv_text, read_audio, read_csv, to_mono, write_wav
 from sepvae.config import MixConfig, config_hash, to_dict
 from sepvae.corpus import Utterance
 from sepvae.errors import SepvaeError
 
-SOURCES = ("male", "female")
 MANIFEST_COLUMNS = [
     "id", "split", "mixture_path", "male_path", "female_path",
     "male_speaker", "female_speaker", "male_utterance", "female_utterance",
@@ -205,8 +204,7 @@ def mix_pair(male: np.ndarray, female: np.ndarray, snr_db: float, config: MixCon
 
 def _load(path: str, sample_rate: int) -> np.ndarray:
     audio, rate = read_audio(path)
-    if audio.ndim == 2:
-        audio = audio.mean(axis=1)
+    audio = to_mono(audio)
     if rate != sample_rate:
         import soxr
 

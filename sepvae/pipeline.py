@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from sepvae.audio import audio_info, csv_text, file_md5, read_audio, write_text, write_wav
+from sepvae.io import audio_info, csv_text, file_md5, read_audio, write_text, write_wav
 from sepvae.config import Experiment, Method, config_hash
 from sepvae.errors import SepvaeError
 from sepvae.metrics import METRICS

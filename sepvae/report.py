@@ -58,7 +58,7 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     Raises SepvaeError naming the file if it is missing, empty, lacks one of ``COLUMNS``,
     or holds a score that is not a number.
     """
-    from sepvae.audio import read_csv
+    from sepvae.io import read_csv
 
     path = Path(path)
     _, records = read_csv(path, "metrics file", COLUMNS, "run the evaluate stage first")
@@ -233,7 +233,7 @@ def _fmt(value: float, digits: int) -> str:
 
 def write_summary_json(table: Any, path: str | Path, **extra: Any) -> Path:
     """Write ``{"summary": table, **extra}`` as JSON (NaN/Inf become ``null``), atomically."""
-    from sepvae.audio import write_text
+    from sepvae.io import write_text
 
     path = Path(path)
     write_text(path, json.dumps(_json_safe({"summary": table, **extra}), indent=2, allow_nan=False) + "\n")
@@ -312,7 +312,7 @@ def violin_figure(
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    from sepvae.audio import atomic_output
+    from sepvae.io import atomic_output
 
     if not rows:
         raise SepvaeError(f"no metrics rows to plot for {out_png}")
@@ -399,7 +399,7 @@ def spectrogram_figure(
     """
     from matplotlib.figure import Figure
 
-    from sepvae.audio import atomic_output
+    from sepvae.io import atomic_output
 
     masks = dict(masks or {})
     spectrograms = dict(spectrograms)
@@ -485,7 +485,7 @@ def write_report(
     ``out_dir`` unless it already is there), ``extra_sections`` (``{heading: markdown}``),
     and the NaN/Inf values dropped. Returns the path of ``report.md``.
     """
-    from sepvae.audio import write_text
+    from sepvae.io import write_text
 
     metrics_csv = Path(metrics_csv)
     out_dir = Path(out_dir)
@@ -575,7 +575,7 @@ def _place(png: Path, out_dir: Path) -> str:
     try:
         return png.resolve().relative_to(out_dir.resolve()).as_posix()
     except ValueError:
-        from sepvae.audio import atomic_output
+        from sepvae.io import atomic_output
 
         with atomic_output(out_dir / png.name) as tmp:
             shutil.copyfile(png, tmp)

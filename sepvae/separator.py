@@ -31,6 +31,7 @@ from torch import Tensor
 from sepvae.config import StftConfig, from_dict
 from sepvae.errors import SepvaeError
 from sepvae.filtering import apply_masks, ratio_mask
+from sepvae.io import to_mono
 from sepvae.stft import istft, stft
 
 DEFAULT_CHUNK_SECONDS = 10.0  # model-rate audio per model call: big batches, small memory
@@ -61,19 +62,6 @@ def separate_with_masks(
     spec = stft(mixture, n_fft, hop)
     masks = mask_fn(spec)
     return istft(apply_masks(spec, masks), n_fft, hop, mixture.shape[-1]), masks
-
-
-def to_mono(block: np.ndarray) -> np.ndarray:
-    """Average the channels of ``block``: (frames,) or (frames, channels) -> float32 (frames,)."""
-    block = np.asarray(block, dtype=np.float32)
-    if block.ndim == 1:
-        return np.ascontiguousarray(block)
-    mono = block[:, 0].copy()
-    for channel in range(1, block.shape[1]):  # column adds: several times faster than mean(axis=1)
-        mono += block[:, channel]
-    if block.shape[1] > 1:
-        mono *= np.float32(1 / block.shape[1])
-    return mono
 
 
 class Separator:

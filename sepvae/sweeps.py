@@ -385,7 +385,7 @@ def sweep_figure(rows: Sequence[Mapping[str, Any]], experiment: Experiment, out_
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    from sepvae.audio import atomic_output
+    from sepvae.io import atomic_output
 
     if not rows:
         raise SepvaeError(f"no metrics rows to plot for {out_png}")
@@ -485,7 +485,7 @@ def write_results(experiments: list[Path], paths: Paths = Paths(),
     ``## Discussion`` of an existing ``out`` is kept as it is; the rest is regenerated.
     Returns ``out``.
     """
-    from sepvae.audio import write_text
+    from sepvae.io import write_text
 
     out = Path(out)
     figures_dir = out.parent / "results"

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 import sepvae
-from sepvae.audio import atomic_output, write_text
+from sepvae.io import atomic_output, write_text
 from sepvae.checkpoint import save_checkpoint
 from sepvae.config import Method, TrainConfig, config_hash, to_dict
 from sepvae.errors import SepvaeError

@@ -5,7 +5,7 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-from sepvae.audio import file_md5
+from sepvae.io import file_md5
 from sepvae.cli import app
 from sepvae.corpus import index_timit, read_corpus_csv, unpack_sample
 from sepvae.errors import SepvaeError

@@ -20,7 +20,7 @@ from sepvae.config import ModelConfig, StftConfig, to_dict
 from sepvae.errors import SepvaeError
 from sepvae.models import build_model
 from sepvae.separator import SeparationWarning, Separator
-from sepvae.tool import output_subtype, separate_files
+from sepvae.files import output_subtype, separate_files
 
 from tests.conftest import speechlike, timit_sample_root
 
@@ -462,6 +462,6 @@ def test_cli_and_tool_import_without_torch():
     import subprocess
     import sys
 
-    code = "import sys, sepvae.cli, sepvae.tool, sepvae.pretrained; print('torch' in sys.modules)"
+    code = "import sys, sepvae.cli, sepvae.catalog, sepvae.files, sepvae.pretrained; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -72,23 +72,18 @@ def speechlike(seconds: float, rate: int, seed: int) -> np.ndarray:
 
 
 def make_model(folder: Path) -> Path:
+    """An untrained model folder of the paper's size (the speed does not depend on the weights)."""
     import torch
 
     import sepvae
-    from sepvae.checkpoint import save_checkpoint
-    from sepvae.config import ModelConfig, StftConfig, to_dict
-    from sepvae.models import build_model
+    from sepvae.checkpoint import ModelCard, init_model_folder
+    from sepvae.config import ModelConfig, SourceMode, StftConfig
 
     stft, model = StftConfig(16.0, 8.0), ModelConfig()
     n_bins = stft.n_bins(RATE)
-    config = {"kind": "vae", "source_mode": "gender", "stft": to_dict(stft), "model": to_dict(model),
-              "train": {}, "sample_rate": RATE, "n_bins": n_bins, "version": sepvae.__version__}
-    folder.mkdir(parents=True, exist_ok=True)
-    for seed, source in enumerate(("male", "female")):
-        torch.manual_seed(seed)
-        save_checkpoint(folder / f"{source}.pt", build_model(model, n_bins), torch.linspace(0.5, 2, n_bins),
-                        {**config, "source": source})
-    (folder / "config.json").write_text(json.dumps(config))
+    card = ModelCard(kind="vae", source_mode=SourceMode.GENDER, sources=("female", "male"), sample_rate=RATE,
+                     stft=stft, n_bins=n_bins, model=model, version=sepvae.__version__)
+    init_model_folder(folder, card, torch.linspace(0.5, 2, n_bins))
     (folder / "done").write_text("")
     return folder
 

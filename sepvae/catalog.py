@@ -7,12 +7,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sepvae import pretrained
+from sepvae.config import SourceMode, to_dict
 from sepvae.errors import SepvaeError
 
 
@@ -34,7 +34,7 @@ class ModelInfo:
 
     @property
     def usable(self) -> bool:
-        return self.done and self.source_mode in (None, "gender") and len(self.sources) >= 2
+        return self.done and self.source_mode == str(SourceMode.GENDER) and len(self.sources) >= 2
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -45,43 +45,29 @@ class ModelInfo:
 
 
 def describe_model(folder: Path, name: str, origin: str) -> ModelInfo:
-    """What a model folder holds, from its model.json / config.json (no torch needed)."""
+    """What a model folder holds, from its card (no torch needed). A folder without a
+    readable card is still described, with a note saying what is wrong."""
+    from sepvae.checkpoint import read_card
+    from sepvae.layout import DONE
+
     folder = Path(folder)
-    card = pretrained.read_card(folder)
-    config: dict[str, Any] = {}
-    if (folder / "config.json").is_file():
-        try:
-            config = json.loads((folder / "config.json").read_text())
-        except (OSError, ValueError):
-            config = {}
-    info = {**config, **card}
-    checkpoints = pretrained.checkpoints_in(folder)
-    sources = pretrained.sources_of(folder)
-    done = (folder / "done").is_file() if origin == "run" else bool(checkpoints)
-    model = ModelInfo(
-        name=name, path=folder, origin=origin, kind=info.get("kind"), source_mode=info.get("source_mode"),
-        sources=sources, sample_rate=info.get("sample_rate"), stft=info.get("stft"), done=done,
-    )
-    if checkpoints and (model.stft is None or model.sample_rate is None):
-        model.stft, model.sample_rate, model.kind = _checkpoint_facts(folder / f"{checkpoints[0]}.pt", model.kind)
-    if model.source_mode == "speaker":
+    model = ModelInfo(name=name, path=folder, origin=origin)
+    try:
+        card = read_card(folder)
+    except SepvaeError as exc:
+        model.note = str(exc)
+        return model
+    if card is None:
+        model.note = "not installed (make pretrained)" if origin == "shipped" else "no model.json card"
+        return model
+    model.kind, model.source_mode, model.sources = card.kind, str(card.source_mode), list(card.sources)
+    model.sample_rate, model.stft = card.sample_rate, to_dict(card.stft)
+    model.done = (folder / DONE).is_file() if origin == "run" else True
+    if card.source_mode is SourceMode.SPEAKER:
         model.note = "speaker mode: one model per training speaker, not usable by separate"
-    elif not checkpoints:
-        model.note = "not installed (make pretrained)" if origin == "shipped" else "no checkpoints yet"
-    elif not done:
+    elif not model.done:
         model.note = "training not finished"
     return model
-
-
-def _checkpoint_facts(path: Path, kind: str | None):
-    """STFT, sample rate and kind read from a checkpoint, for a folder without a card."""
-    import torch
-
-    try:
-        config = torch.load(path, map_location="cpu", weights_only=True)["config"]
-        return config.get("stft"), config.get("sample_rate"), kind or config.get("kind")
-    except Exception:  # a broken checkpoint still gets listed; separate will say what is wrong
-        return None, None, kind
 
 
 def list_models(runs: Path = Path("runs")) -> list[ModelInfo]:
@@ -92,7 +78,11 @@ def list_models(runs: Path = Path("runs")) -> list[ModelInfo]:
         models.append(describe_model(pretrained.ROOT / name, name, "shipped"))
     root = Path(runs) / "models"
     if root.is_dir():
-        for folder in sorted(p for p in root.iterdir() if (p / "config.json").is_file()):
+        from sepvae.checkpoint import CARD
+        from sepvae.methods import model_kinds
+
+        prefixes = tuple(f"{kind}-" for kind in model_kinds())  # not NMF runs: no network to load
+        for folder in sorted(p for p in root.iterdir() if (p / CARD).is_file() and p.name.startswith(prefixes)):
             models.append(describe_model(folder, str(folder), "run"))
     return models
 
@@ -118,7 +108,9 @@ def resolve_model(model: str = pretrained.DEFAULT) -> ModelInfo:
             )
         raise SepvaeError(f"{path}: not a model folder (a folder of <source>.pt checkpoints)")
     described = describe_model(path, str(path), "run")
-    if described.source_mode == "speaker":
+    if described.kind is None:
+        raise SepvaeError(f"{path}: {described.note}")
+    if described.source_mode == str(SourceMode.SPEAKER):
         raise SepvaeError(f"{path}: a speaker-mode run (one model per training speaker); separate needs a gender-mode run")
     if len(described.sources) < 2:
         raise SepvaeError(f"{path}: needs one <source>.pt checkpoint per source, found {described.sources or 'none'}")

@@ -1,61 +1,231 @@
-"""Checkpoints: tensors plus a JSON-able config, loadable with ``weights_only=True``.
+"""Model folders, their cards and checkpoints: the one owner of the on-disk model schema.
 
-A checkpoint never pickles classes: it is ``{"format", "config", "state_dict", "scale"}``
-where ``config`` holds the model name and sizes, STFT settings, sample rate, source name,
-seed, training-data hash and package version, and ``scale`` the normalization statistics.
+A model folder (a training run under ``runs/models/`` or a shipped model under
+``sepvae/pretrained/``) holds
+
+- ``model.json``, its :class:`ModelCard`: kind, source mode, sources, sample rate, STFT,
+  model and training settings, training-data hash, package version, free ``info`` (name,
+  description, evaluation, licence) and the sha256 of every weights file in the folder;
+- one checkpoint per source, ``<source>.pt`` (an NMF run: ``nmf.pt``):
+  ``{"format", "card", "state_dict"}``, tensors and JSON types only, loaded with
+  ``torch.load(weights_only=True)``; never pickled classes. The state dict is a
+  :class:`~sepvae.models.SourceModel`'s, normalization included, so a checkpoint is
+  self-contained; its ``card`` is the folder's card for that one source, without hashes.
+
+Every load verifies the file against the card's sha256 and refuses a mismatch with one
+line naming the file (after asteroid's ``serialize()`` / ``from_pretrained``). Reading a
+card needs neither torch nor numpy, so ``sepvae models`` stays quick.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
-import torch
-
-from sepvae.io import atomic_output
-from sepvae.config import model_config
+from sepvae.config import ModelConfig, SourceMode, StftConfig, TrainConfig, from_dict, model_config, to_dict
 from sepvae.errors import SepvaeError
+from sepvae.io import atomic_output, write_text
 
-FORMAT = "sepvae-checkpoint-1"
-
-
-def save_checkpoint(path: Path, model: torch.nn.Module, scale: torch.Tensor, config: dict[str, Any]) -> None:
-    config = json.loads(json.dumps(config))  # plain JSON types only (no numpy scalars)
-    payload = {
-        "format": FORMAT,
-        "config": config,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "scale": scale.detach().cpu(),
-    }
-    with atomic_output(path) as tmp:
-        torch.save(payload, tmp)
+FORMAT = "sepvae-checkpoint-2"
+CARD = "model.json"
+T = TypeVar("T")
 
 
-def load_checkpoint(path: str | Path, device="cpu"):
-    """Load a checkpoint; returns (model in eval mode, scale, config dict).
+@dataclass(frozen=True)
+class ModelCard:
+    """What a model folder holds (see the module docstring)."""
 
-    Raises SepvaeError naming the file for anything that is not a valid checkpoint.
+    kind: str
+    source_mode: SourceMode
+    sources: tuple[str, ...]
+    sample_rate: int
+    stft: StftConfig
+    n_bins: int
+    model: ModelConfig | None = None
+    train: TrainConfig | None = None
+    training_mixtures: str = ""
+    version: str = ""
+    sha256: dict[str, str] = field(default_factory=dict)  # file name -> hex digest
+    info: dict[str, Any] = field(default_factory=dict)  # name, description, run, evaluation, ...
+
+    def to_json(self) -> dict[str, Any]:
+        data = to_dict(self)
+        data["source_mode"] = str(self.source_mode)
+        data["info"] = json.loads(json.dumps(self.info))  # plain JSON types only (no numpy scalars)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> "ModelCard":
+        """A card from its JSON; a one-line SepvaeError naming ``where`` if it is not one."""
+        if not isinstance(data, dict):
+            raise SepvaeError(f"{where}: a model card must be a JSON object")
+        try:
+            return cls(
+                kind=str(data["kind"]), source_mode=SourceMode(data["source_mode"]),
+                sources=tuple(data["sources"]), sample_rate=int(data["sample_rate"]),
+                stft=from_dict(StftConfig, data["stft"]), n_bins=int(data["n_bins"]),
+                model=model_config(data["model"]) if data.get("model") else None,
+                train=from_dict(TrainConfig, data["train"]) if data.get("train") else None,
+                training_mixtures=str(data.get("training_mixtures", "")), version=str(data.get("version", "")),
+                sha256=dict(data.get("sha256", {})), info=dict(data.get("info", {})),
+            )
+        except (KeyError, TypeError, ValueError, SepvaeError) as exc:
+            raise SepvaeError(f"{where}: not a valid sepvae model card ({type(exc).__name__}: {exc})") from None
+
+    def replace(self, **changes: Any) -> "ModelCard":
+        return dataclasses.replace(self, **changes)
+
+    def weights_file(self, source: str) -> str:
+        return f"{source}.pt"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_card(folder: Path) -> ModelCard | None:
+    """A model folder's card, or None when it has no ``model.json``."""
+    path = Path(folder) / CARD
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SepvaeError(f"{path}: not a readable model card ({exc})") from None
+    return ModelCard.from_json(data, str(path))
+
+
+def write_card(folder: Path, card: ModelCard) -> None:
+    write_text(Path(folder) / CARD, json.dumps(card.to_json(), indent=2) + "\n")
+
+
+def card_of(folder: Path) -> ModelCard:
+    """A model folder's card; a one-line SepvaeError if the folder has none."""
+    card = read_card(folder)
+    if card is None:
+        raise SepvaeError(f"{folder}: no {CARD} (not a sepvae model folder, or its training has not started)")
+    return card
+
+
+def verify(folder: Path, name: str, card: ModelCard | None = None) -> Path:
+    """The path of ``folder/name`` after checking it against the card's sha256."""
+    folder = Path(folder)
+    card = card or card_of(folder)
+    path = folder / name
+    if not path.is_file():
+        raise SepvaeError(f"{path}: not found")
+    expected = card.sha256.get(name)
+    if expected is None:
+        raise SepvaeError(f"{path}: not listed in {folder / CARD} (an unfinished run?)")
+    if sha256_of(path) != expected:
+        raise SepvaeError(f"{path}: sha256 does not match {folder / CARD}: the file is corrupted or was replaced")
+    return path
+
+
+def verify_folder(folder: Path) -> ModelCard:
+    """Check every file a folder's card lists; returns the card."""
+    card = card_of(folder)
+    for name in card.sha256:
+        verify(folder, name, card)
+    return card
+
+
+def verified_load(folder: Path, name: str, load: Callable[[Path], T]) -> T:
+    """``load(path)`` of a model folder's file after checking its sha256."""
+    return load(verify(folder, name))
+
+
+def add_files(folder: Path, card: ModelCard, write: dict[str, Callable[[Path], None]]) -> ModelCard:
+    """Write files into a model folder (each atomically by ``write[name](tmp)``) and the
+    card with their sha256 added to those it already lists; returns that card."""
+    folder = Path(folder)
+    listed = read_card(folder)
+    hashes = dict(listed.sha256) if listed is not None else {}
+    for name, writer in write.items():
+        with atomic_output(folder / name) as tmp:
+            writer(tmp)
+        hashes[name] = sha256_of(folder / name)
+    card = card.replace(sha256=hashes)
+    write_card(folder, card)
+    return card
+
+
+def save_checkpoints(folder: Path, models: dict[str, Any], card: ModelCard) -> ModelCard:
+    """Write ``<source>.pt`` for each ``{source: SourceModel}`` and the folder's card."""
+
+    def writer(source: str, model) -> Callable[[Path], None]:
+        source_card = card.replace(sources=(source,), sha256={}).to_json()
+        payload = {
+            "format": FORMAT,
+            "card": source_card,
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        }
+        return lambda tmp: save_tensors(payload, tmp)
+
+    return add_files(folder, card, {card.weights_file(s): writer(s, m) for s, m in models.items()})
+
+
+def init_model_folder(folder: Path, card: ModelCard, scale=None) -> ModelCard:
+    """A model folder of untrained source models, source k built under ``torch.manual_seed(k)``
+    (``scale``: their normalization, default 1): for tests and speed benchmarks."""
+    import torch
+
+    from sepvae.models import SourceModel, build_model
+
+    scale = torch.ones(card.n_bins) if scale is None else scale
+    models = {}
+    for seed, source in enumerate(card.sources):
+        torch.manual_seed(seed)
+        models[source] = SourceModel(build_model(card.model, card.n_bins), scale)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return save_checkpoints(folder, models, card)
+
+
+def save_tensors(payload: Any, path: Path) -> None:
+    """``torch.save`` through a file object: the archive inside is then always named
+    "archive", not after the temporary file, so equal tensors give equal bytes (and sha256)."""
+    import torch
+
+    with open(path, "wb") as handle:
+        torch.save(payload, handle)
+
+
+def load_checkpoint(path: str | Path, device="cpu", card: ModelCard | None = None):
+    """One source's model from a model folder: ``(SourceModel in eval mode, ModelCard of
+    that source)``, after checking the file against its folder's card.
+
+    Raises SepvaeError naming the file for anything that is not a valid, intact checkpoint.
     """
-    from sepvae.models import build_model
+    import torch
+
+    from sepvae.models import SourceModel, build_model
 
     path = Path(path)
-    if not path.is_file():
-        raise SepvaeError(f"{path}: checkpoint not found")
+    verify(path.parent, path.name, card)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files
         raise SepvaeError(f"{path}: not a readable sepvae checkpoint ({type(exc).__name__})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise SepvaeError(f"{path}: not a sepvae checkpoint (format {payload.get('format') if isinstance(payload, dict) else '?'})")
-    config = payload["config"]
+    found = payload.get("format") if isinstance(payload, dict) else "?"
+    if found != FORMAT:
+        hint = "; it was written by an older sepvae: retrain it" if str(found).startswith("sepvae-checkpoint") else ""
+        raise SepvaeError(f"{path}: not a {FORMAT} checkpoint (format {found}){hint}")
+    source_card = ModelCard.from_json(payload.get("card"), str(path))
+    if source_card.model is None:
+        raise SepvaeError(f"{path}: its card has no model settings")
     try:
-        model = build_model(model_config(config["model"]), int(config["n_bins"]))
+        network = build_model(source_card.model, source_card.n_bins)
+        model = SourceModel(network, torch.ones(source_card.n_bins))
         model.load_state_dict(payload["state_dict"], strict=True)
     except (RuntimeError, KeyError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0][:200]
-        raise SepvaeError(f"{path}: checkpoint tensors do not match its config ({first})") from None
-    scale = payload["scale"]
-    if scale.shape != (int(config["n_bins"]),):
-        raise SepvaeError(f"{path}: normalization has shape {tuple(scale.shape)}, expected ({config['n_bins']},)")
-    return model.to(device).eval(), scale.to(device), config
+        raise SepvaeError(f"{path}: checkpoint tensors do not match its card ({first})") from None
+    return model.to(device).eval(), source_card

@@ -101,14 +101,15 @@ def mix(
     out: Path = typer.Option(Path("data/mixtures"), help="Root folder of generated mixtures (later stages read data/mixtures)."),
 ):
     """Mix male + female utterances by the experiment's seeded protocol (README: Mixing protocol)."""
+    from sepvae.layout import Layout
     from sepvae.mixing import read_manifest
-    from sepvae.pipeline import Paths, manifest_of
+    from sepvae.pipeline import manifest_of
 
     experiment = _experiment(config)
     with _progress() as progress:
         task = progress.add_task("mixing", total=None, info="")
         manifest = manifest_of(
-            experiment, Paths(corpus=corpus, mixtures=out),
+            experiment, Layout(corpus=corpus, mixtures=out),
             progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
     n_train, n_test = len(read_manifest(manifest, "train")), len(read_manifest(manifest, "test"))
@@ -167,15 +168,15 @@ def evaluate(config: Path = ConfigOption):
     """Score every method on the test mixtures: SDR/SIR/SAR, SI-SDR, PESQ, STOI -> metrics.csv."""
     import warnings
 
-    from sepvae.metrics import UNDEFINED, UndefinedMetricWarning
-    from sepvae.pipeline import evaluate_all
+    from sepvae.metrics import UndefinedMetricWarning
+    from sepvae.pipeline import evaluate_all, undefined_counts
 
     experiment = _experiment(config)
-    warnings.simplefilter("ignore", UndefinedMetricWarning)  # counted and summarized below
+    warnings.simplefilter("ignore", UndefinedMetricWarning)  # counted from metrics.csv below
     with _progress() as progress:
         out = evaluate_all(experiment, progress=_per_label(progress, "score"))
-    for metric, count in sorted(UNDEFINED.items()):
-        typer.echo(f"warning: {metric.upper()} undefined (NaN) for {count} signal(s)", err=True)
+    for metric, count in sorted(undefined_counts(out).items()):
+        typer.echo(f"warning: {metric.upper()} undefined (NaN) for {count} score(s)", err=True)
     typer.echo(f"{out}")
 
 
@@ -184,7 +185,7 @@ def evaluate(config: Path = ConfigOption):
 def report(config: Path = ConfigOption):
     """Violin plots, tables and report.md from the experiment's metrics.csv."""
     from sepvae.pipeline import report as write
-    from sepvae.report import markdown_table, read_metrics, summary_table
+    from sepvae.results import markdown_table, read_metrics, summary_table
 
     experiment = _experiment(config)
     path = write(experiment)
@@ -199,7 +200,7 @@ def results(
     out: Path = typer.Option(Path("experiments/RESULTS.md"), "--out", help="Where to write the summary."),
 ):
     """Summarize the sweeps in experiments/RESULTS.md: figures, medians and verdicts on the paper's claims."""
-    from sepvae.sweeps import default_experiments, write_results
+    from sepvae.results import default_experiments, write_results
 
     typer.echo(f"{write_results(experiments or default_experiments(), out=out)}")
 
@@ -304,7 +305,7 @@ def models(
         return
     rows = [("NAME / PATH", "TYPE", "SOURCES", "STFT", "DONE")]
     for m in found:
-        if m.source_mode == "speaker":
+        if m.source_mode == "speaker":  # catalog's ModelInfo: plain JSON values
             sources = f"{len(m.sources)} speakers"
         else:
             sources = ", ".join(m.sources) or "-"

@@ -11,6 +11,7 @@ import hashlib
 import json
 import tomllib
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +125,7 @@ class ModelConfig:
     default is hidden (256, 256), latent 128, decoder_hidden (256, 256).
     """
 
-    name: str = "vae"  # a key of sepvae.models.MODELS
+    name: str = "vae"  # a model method of the registry (sepvae.methods), a key of sepvae.models.MODELS
     hidden: tuple[int, ...] = (256, 256)
     latent: int = 128
     decoder_hidden: tuple[int, ...] = (256, 256)
@@ -147,10 +148,6 @@ class ModelConfig:
             raise SepvaeError(f"model latent must be a positive integer, got {self.latent!r}")
 
 
-# Defaults that a model name implies unless the config says otherwise.
-MODEL_NAME_DEFAULTS: dict[str, dict[str, Any]] = {"beta-vae": {"beta": 4.0}}
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     batch_size: int = 70
@@ -170,9 +167,16 @@ class TrainConfig:
             raise SepvaeError(f"train needs lr > 0 and 0 <= val_fraction < 1, got {self.lr}, {self.val_fraction}")
 
 
-REFERENCE_METHODS = ("mixture", "oracle-irm", "oracle-ibm", "nmf")
-MODEL_NAMES = ("vae", "beta-vae", "itl-ae", "ae")  # the keys of sepvae.models.MODELS
-SOURCE_MODES = ("gender", "speaker")
+class SourceMode(str, Enum):
+    """What one source model stands for: a gender class, or one individual speaker."""
+
+    GENDER = "gender"  # one model per gender class (male, female)
+    SPEAKER = "speaker"  # one model per training speaker
+
+    def __str__(self) -> str:  # the value in f-strings and folder names, on every Python
+        return self.value
+
+    __format__ = str.__format__
 
 
 @dataclass(frozen=True)
@@ -180,8 +184,8 @@ class Method:
     """One column of a report: a model type or a reference method, with its settings."""
 
     label: str
-    kind: str  # a model name, or "mixture", "oracle-irm", "oracle-ibm", "nmf"
-    source_mode: str = "gender"  # "gender" or "speaker"
+    kind: str  # a key of the method registry, sepvae.methods.METHODS
+    source_mode: SourceMode = SourceMode.GENDER
     stft: StftConfig = field(default_factory=StftConfig)
     model: ModelConfig | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -189,20 +193,25 @@ class Method:
     nmf_components: int = 32
 
     def __post_init__(self):
-        if self.kind not in MODEL_NAMES + REFERENCE_METHODS:
-            raise SepvaeError(
-                f"unknown method kind {self.kind!r}; choose a model ({', '.join(MODEL_NAMES)}) "
-                f"or a reference ({', '.join(REFERENCE_METHODS)})"
-            )
-        if self.source_mode not in SOURCE_MODES:
-            raise SepvaeError(f"unknown source mode {self.source_mode!r}; use gender or speaker")
+        from sepvae.methods import entry
+
+        entry(self.kind)  # an unknown kind is a one-line error listing the known ones
+        try:
+            object.__setattr__(self, "source_mode", SourceMode(self.source_mode))
+        except ValueError:
+            raise SepvaeError(f"unknown source mode {self.source_mode!r}; use gender or speaker") from None
         if not self.mask_power > 0 or self.nmf_components < 1:
             raise SepvaeError(
                 f"method {self.label!r}: mask_power must be > 0 and nmf_components >= 1, "
                 f"got {self.mask_power}, {self.nmf_components}"
             )
 
+    @property
+    def entry(self):
+        """This method's registry entry (:class:`sepvae.methods.MethodEntry`)."""
+        from sepvae.methods import entry
 
+        return entry(self.kind)
 
 @dataclass(frozen=True)
 class Experiment:
@@ -254,9 +263,12 @@ def config_hash(*parts: Any) -> str:
 
 
 def model_config(data: dict[str, Any]) -> ModelConfig:
+    """A ModelConfig from a dict, with the defaults its model's registry entry implies
+    (beta-vae: beta = 4) for the keys the dict does not give."""
+    from sepvae.methods import entry
+
     data = dict(data)
-    defaults = MODEL_NAME_DEFAULTS.get(data.get("name", "vae"), {})
-    for key, value in defaults.items():
+    for key, value in entry(data.get("name", "vae")).model_defaults.items():
         data.setdefault(key, value)
     return from_dict(ModelConfig, data)
 
@@ -283,6 +295,8 @@ def load_experiment(path: str | Path) -> Experiment:
 
 
 def _experiment_from_raw(raw: dict[str, Any], path: Path) -> Experiment:
+    from sepvae.methods import entry as method_entry
+
     known = {"name", "sweep", "manifest", "mix", "stft", "model", "train", "methods", "description"}
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -307,7 +321,7 @@ def _experiment_from_raw(raw: dict[str, Any], path: Path) -> Experiment:
         train = from_dict(TrainConfig, {**base_train, **entry.pop("train", {})})
         model_overrides = entry.pop("model", {})
         model = None
-        if kind not in REFERENCE_METHODS:
+        if method_entry(kind).has_model:
             model = model_config({**base_model, **model_overrides, "name": kind})
         methods.append(
             Method(label=label, kind=kind, stft=stft, model=model, train=train, **entry)

@@ -9,8 +9,8 @@ by Levinson's recursion, and does every correlation and filtering with one batch
 FFTs.
 
 A score that is undefined (silent or too-short signal, a PESQ failure) is NaN, with an
-:class:`UndefinedMetricWarning` and one count in :data:`UNDEFINED` under the metric's name,
-so an evaluation can report "PESQ undefined for N signals" (``UNDEFINED["pesq"]``).
+:class:`UndefinedMetricWarning`; an evaluation counts the NaNs of its table to report
+"PESQ undefined for N scores".
 
 Only numpy is imported with this module; scipy, pesq and pystoi inside the functions that use
 them, so that importing it (as the CLI does for --help) stays cheap.
@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections import Counter
-
 import numpy as np
 
 METRICS = ("sdr", "sir", "sar", "si_sdr", "pesq", "stoi")
@@ -31,16 +29,8 @@ BSS_FILTER_LENGTH = 512
 
 PESQ_SAMPLE_RATE = 16_000
 
-# How many NaN scores each metric produced since the last reset_undefined().
-UNDEFINED: Counter[str] = Counter()
-
-
 class UndefinedMetricWarning(UserWarning):
     """A metric could not be computed for a signal and is reported as NaN."""
-
-
-def reset_undefined() -> None:
-    UNDEFINED.clear()
 
 
 def bss_eval(
@@ -80,7 +70,7 @@ def bss_eval(
     scored = usable_ref & usable_est
     for j in np.flatnonzero(~scored):
         what = "reference" if not usable_ref[j] else "estimate"
-        _undefined(("sdr", "sir", "sar"), f"BSS Eval: source {j}: {what} is silent or not finite")
+        _undefined(f"BSS Eval: source {j}: {what} is silent or not finite")
     if not scored.any():
         return sdr, sir, sar
 
@@ -148,7 +138,7 @@ def si_sdr(reference: np.ndarray, estimate: np.ndarray, zero_mean: bool = True) 
         estimate = estimate - estimate.mean()
     reference_energy = np.dot(reference, reference)
     if reference_energy == 0 or not np.any(estimate) or not np.all(np.isfinite(estimate)):
-        return _undefined(("si_sdr",), "SI-SDR: reference or estimate is silent or not finite")
+        return _undefined("SI-SDR: reference or estimate is silent or not finite")
     target = np.dot(estimate, reference) / reference_energy * reference
     return float(_db(np.dot(target, target), np.dot(estimate - target, estimate - target)))
 
@@ -170,9 +160,9 @@ def pesq_wb(reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> fl
     _check_same_length(reference, estimate, "pesq_wb")
     for name, signal in (("reference", reference), ("estimate", estimate)):
         if not np.all(np.isfinite(signal)):
-            return _undefined(("pesq",), f"PESQ: {name} is not finite")
+            return _undefined(f"PESQ: {name} is not finite")
         if not np.any(signal):
-            return _undefined(("pesq",), f"PESQ: {name} is silent")
+            return _undefined(f"PESQ: {name} is silent")
     reference = _resample(reference, sample_rate, PESQ_SAMPLE_RATE)
     estimate = _resample(estimate, sample_rate, PESQ_SAMPLE_RATE)
     try:
@@ -180,7 +170,7 @@ def pesq_wb(reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> fl
     except (PesqError, ValueError) as exc:
         # ValueError: the C code's score comes back NaN for degenerate inputs.
         reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
-        return _undefined(("pesq",), f"PESQ: {type(exc).__name__}: {reason}")
+        return _undefined(f"PESQ: {type(exc).__name__}: {reason}")
 
 
 def stoi(reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> float:
@@ -199,14 +189,14 @@ def stoi(reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> float
     estimate = _as_signal(estimate, "estimate")
     _check_same_length(reference, estimate, "stoi")
     if not np.any(reference) or not np.all(np.isfinite(reference)):
-        return _undefined(("stoi",), "STOI: reference is silent or not finite")
+        return _undefined("STOI: reference is silent or not finite")
     if not np.all(np.isfinite(estimate)):
-        return _undefined(("stoi",), "STOI: estimate is not finite")
+        return _undefined("STOI: estimate is not finite")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         value = float(pystoi_stoi(reference, estimate, sample_rate, extended=False))
     if any("Not enough STFT frames" in str(w.message) for w in caught):
-        return _undefined(("stoi",), "STOI: too few non-silent frames in the reference")
+        return _undefined("STOI: too few non-silent frames in the reference")
     return value
 
 
@@ -287,9 +277,7 @@ def _db(numerator, denominator):
         return 10 * np.log10(ratio)
 
 
-def _undefined(metrics: tuple[str, ...], reason: str) -> float:
-    for metric in metrics:
-        UNDEFINED[metric] += 1
+def _undefined(reason: str) -> float:
     warnings.warn(f"{reason}; scored as NaN", UndefinedMetricWarning, stacklevel=3)
     return math.nan
 

@@ -16,7 +16,7 @@ reconstruction loss (pythae style: :meth:`forward` returns a :class:`ModelOutput
     itl-ae   z = code                                     loss = recon + itl_lambda * D
                                                           (D: divergence of codes to prior)
 
-beta-VAE is the VAE with ``beta`` from the config (``config.MODEL_NAME_DEFAULTS`` gives 4).
+beta-VAE is the VAE with ``beta`` from the config (its registry entry, ``sepvae.methods``, gives 4).
 
 Loss scale. ``recon`` is the squared error summed over the M bins and averaged over the
 frames of the batch: a per-frame negative log-likelihood (a Gaussian decoder with fixed
@@ -421,3 +421,31 @@ def build_model(config: ModelConfig, n_bins: int) -> FrameAutoencoder:
         if config.itl_lambda < 0:
             raise SepvaeError(f"itl_lambda must be >= 0, got {config.itl_lambda}")
     return cls(config, n_bins)
+
+
+class SourceModel(nn.Module):
+    """A frame model with its normalization: mixture magnitudes in, one source's out.
+
+    The per-bin scale the network's frames were divided by in training is a buffer of the
+    module (open-unmix keeps its input and output scaling in the model), so a checkpoint
+    is self-contained and two source models need not share it.
+
+    Shape:
+        magnitudes: ``(frames, n_bins)`` -> ``(frames, n_bins)``, non-negative
+    """
+
+    def __init__(self, network: FrameAutoencoder, scale: Tensor):
+        super().__init__()
+        if scale.shape != (network.n_bins,):
+            raise ValueError(f"scale must be ({network.n_bins},), got {tuple(scale.shape)}")
+        self.network = network
+        self.register_buffer("scale", scale.detach().clone().float())
+
+    @property
+    def n_bins(self) -> int:
+        return self.network.n_bins
+
+    @torch.no_grad()
+    def forward(self, magnitudes: Tensor) -> Tensor:
+        return self.network.estimate(magnitudes / self.scale) * self.scale
+

@@ -1,7 +1,7 @@
 """The Separator: STFT -> normalized frames -> one model per source -> mask -> iSTFT.
 
-A ``Separator`` holds ``{source: model}`` plus what every checkpoint of a run shares (STFT
-settings, sample rate, normalization). The reconstruction is the paper's eq. 90: the
+A ``Separator`` holds ``{source: SourceModel}`` (each with its own normalization) plus what
+every model of a folder shares (STFT settings, sample rate). The reconstruction is the paper's eq. 90: the
 Wiener-style mask S_k / sum_j S_j on the mixture magnitude with the mixture phase.
 
 Recordings of any length, rate and channel count go through one streaming path,
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sepvae.config import StftConfig, from_dict
+from sepvae.config import StftConfig
 from sepvae.errors import SepvaeError
 from sepvae.filtering import apply_masks, ratio_mask
 from sepvae.io import to_mono
@@ -68,8 +68,8 @@ class Separator:
     """Separates a mixture into one waveform per source with ``{source: model}``.
 
     Args:
-        models: source name -> model with ``estimate(frames (n, bins)) -> (n, bins)``.
-        scale: per-bin normalization (bins,), shared by all the models.
+        models: source name -> :class:`~sepvae.models.SourceModel`, mixture magnitude frames
+            ``(n, bins)`` -> that source's ``(n, bins)``.
         stft_config, sample_rate: the analysis the models were trained with.
         mask_power: exponent of the ratio mask (1 is the paper's eq. 90).
         chunk_seconds: model-rate audio separated per model call by the streaming path.
@@ -78,7 +78,6 @@ class Separator:
     def __init__(
         self,
         models: dict[str, torch.nn.Module],
-        scale: Tensor,
         stft_config: StftConfig,
         sample_rate: int,
         mask_power: float = 1.0,
@@ -87,14 +86,19 @@ class Separator:
     ):
         if len(models) < 2:
             raise SepvaeError(f"a Separator needs at least two source models, got {list(models)}")
+        n_bins = {model.n_bins for model in models.values()}
+        if n_bins != {stft_config.n_bins(sample_rate)}:
+            raise SepvaeError(
+                f"source models have {sorted(n_bins)} frequency bins, but the STFT "
+                f"({stft_config.window_ms:g} ms at {sample_rate} Hz) gives {stft_config.n_bins(sample_rate)}"
+            )
         self.models = models
-        self.scale = scale
         self.stft_config = stft_config
         self.sample_rate = sample_rate
         self.mask_power = mask_power
         self.eps = eps
         self.chunk_seconds = chunk_seconds
-        self.device = scale.device
+        self.device = next(iter(models.values())).scale.device
 
     @property
     def sources(self) -> list[str]:
@@ -111,54 +115,33 @@ class Separator:
     # -- loading ----------------------------------------------------------------------
 
     @classmethod
-    def from_checkpoints(cls, paths: dict[str, str | Path], device: str = "auto", mask_power: float = 1.0) -> "Separator":
-        """Load one checkpoint per source; they must share STFT, sample rate and normalization."""
-        from sepvae.checkpoint import load_checkpoint
-        from sepvae.device import pick_device
+    def from_run(
+        cls, run: str | Path, sources: list[str] | dict[str, str] | None = None, device: str = "auto",
+        mask_power: float = 1.0, models: dict[str, str] | None = None,
+    ) -> "Separator":
+        """Load a model folder (a training run or a shipped model), checked against its card.
 
-        torch_device = pick_device(device)
-        models, reference = {}, None
-        for name, path in paths.items():
-            model, scale, config = load_checkpoint(path, torch_device)
-            try:
-                stft_config = from_dict(StftConfig, config["stft"])
-                rate = int(config["sample_rate"])
-            except (KeyError, TypeError, ValueError, SepvaeError) as exc:
-                raise SepvaeError(f"{path}: checkpoint config has no valid STFT settings or sample rate ({exc})") from None
-            if stft_config.n_bins(rate) != scale.numel():
-                raise SepvaeError(
-                    f"{path}: checkpoint has {scale.numel()} frequency bins, but its STFT "
-                    f"({stft_config.window_ms:g} ms at {rate} Hz) gives {stft_config.n_bins(rate)}"
-                )
-            shared = (config["stft"], rate, scale.cpu())
-            if reference is None:
-                reference = shared
-            elif shared[:2] != reference[:2] or not torch.equal(shared[2], reference[2]):
-                raise SepvaeError(f"{path}: STFT, sample rate or normalization differ from the other source models")
-            models[name] = model
-        if reference is None:
-            raise SepvaeError("no checkpoints given")
-        stft_config = from_dict(StftConfig, reference[0])
-        return cls(models, reference[2].to(torch_device), stft_config, int(reference[1]), mask_power)
-
-    @classmethod
-    def from_run(cls, run: str | Path, sources: list[str] | None = None, device: str = "auto", mask_power: float = 1.0) -> "Separator":
-        """Load a model folder's checkpoints: a training run or a shipped model.
-
-        All ``<source>.pt`` of the folder (in the order its ``model.json`` lists, else sorted),
-        or those named in ``sources``.
+        Every source of the card, in its order, or those named in ``sources``; ``models``
+        maps each source to another checkpoint of the folder (speaker mode: source ->
+        that mixture's speaker).
         """
-        from sepvae.pretrained import checkpoints_in, sources_of
+        from sepvae.checkpoint import card_of, load_checkpoint
+        from sepvae.device import pick_device
 
         run = Path(run)
         if not run.is_dir():
             raise SepvaeError(f"{run}: no such model folder")
-        available = checkpoints_in(run)
-        names = sources or sources_of(run)
-        missing = [n for n in names if n not in available]
+        card = card_of(run)
+        models = models or {name: name for name in (sources or card.sources)}
+        missing = [stem for stem in models.values() if stem not in card.sources]
         if missing:
-            raise SepvaeError(f"{run}: no model for source(s) {', '.join(missing)} (has {', '.join(available) or 'none'})")
-        return cls.from_checkpoints({n: run / f"{n}.pt" for n in names}, device, mask_power)
+            raise SepvaeError(f"{run}: no model for source(s) {', '.join(missing)} (has {', '.join(card.sources) or 'none'})")
+        torch_device = pick_device(device)
+        loaded = {
+            source: load_checkpoint(run / card.weights_file(stem), torch_device, card)[0]
+            for source, stem in models.items()
+        }
+        return cls(loaded, card.stft, card.sample_rate, mask_power)
 
     @classmethod
     def from_pretrained(cls, name: str = "default", device: str = "auto", mask_power: float = 1.0) -> "Separator":
@@ -175,12 +158,11 @@ class Separator:
         Shape:
             magnitude: (bins, frames) -> (sources, bins, frames)
         """
-        if magnitude.ndim != 2 or magnitude.shape[0] != self.scale.numel():
-            raise ValueError(f"magnitude must be ({self.scale.numel()}, frames), got {tuple(magnitude.shape)}")
-        frames = magnitude.transpose(0, 1) / self.scale
-        with torch.no_grad():
-            estimates = [self.models[name].estimate(frames) * self.scale for name in self.sources]
-        return torch.stack(estimates).transpose(1, 2)
+        n_bins = self.stft_config.n_bins(self.sample_rate)
+        if magnitude.ndim != 2 or magnitude.shape[0] != n_bins:
+            raise ValueError(f"magnitude must be ({n_bins}, frames), got {tuple(magnitude.shape)}")
+        frames = magnitude.transpose(0, 1)
+        return torch.stack([self.models[name](frames) for name in self.sources]).transpose(1, 2)
 
     def mask(self, spec: Tensor) -> Tensor:
         """The ratio masks of the models' magnitude estimates (the paper's eq. 90).

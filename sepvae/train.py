@@ -1,9 +1,10 @@
 """Training: one model per source, all sources of a configuration in the same pass.
 
 :func:`fit` is the plain loop (Adam, shared batches, early stopping on a validation part,
-a NaN guard, resume from the last finished epoch). :func:`train_method` is the stage: it
-resolves a run directory from the hash of everything that determines the weights, and
-does nothing when that run is finished.
+a NaN guard, resume from the last finished epoch). :func:`train_models` and
+:func:`train_nmf` fill a run folder (:mod:`sepvae.layout` names it, the training stage in
+:mod:`sepvae.pipeline` calls them through the method registry) with checkpoints and the
+folder's card (:mod:`sepvae.checkpoint`).
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import torch
 from torch import Tensor
 
 import sepvae
+from sepvae.checkpoint import ModelCard, add_files, read_card, save_checkpoints, save_tensors, verify, write_card
+from sepvae.config import Method, SourceMode, TrainConfig
 from sepvae.io import atomic_output, write_text
-from sepvae.checkpoint import save_checkpoint
-from sepvae.config import Method, TrainConfig, config_hash, to_dict
 from sepvae.errors import SepvaeError
 from sepvae.features import FrameSet, fit_scale, load_frames
 from sepvae.mixing import read_manifest, training_key
@@ -144,17 +145,6 @@ def fit(
     return history
 
 
-def run_dir(method: Method, manifest: Path, sample_rate: int, runs_root: Path) -> Path:
-    """Where a method's models live: a hash of all that determines their weights."""
-    key = config_hash(
-        {"kind": method.kind, "source_mode": method.source_mode, "stft": method.stft,
-         "model": method.model, "train": method.train, "nmf_components": method.nmf_components
-         if method.kind == "nmf" else None},
-        {"training_mixtures": training_key(manifest), "sample_rate": sample_rate},
-    )
-    return runs_root / "models" / f"{method.kind}-{method.source_mode}-{key}"
-
-
 def _split_mixtures(n: int, fraction: float, seed: int) -> np.ndarray:
     """Boolean mask of the mixtures held out for validation (whole mixtures, seeded)."""
     n_val = min(n - 1, max(1, round(fraction * n)))
@@ -169,11 +159,9 @@ def training_jobs(frames: FrameSet, source_mode: str) -> dict[str, dict[str, np.
     gender mode: one job, one model per source class, all frames. speaker mode: one job per
     speaker, on the frames of the mixtures that speaker is in.
     """
-    if source_mode == "gender":
+    if SourceMode(source_mode) is SourceMode.GENDER:
         everything = np.ones(len(frames.mixture_index), dtype=bool)
         return {"all": {name: everything for name in frames.sources}}
-    if source_mode != "speaker":
-        raise SepvaeError(f"unknown source mode {source_mode!r}; use gender or speaker")
     jobs = {}
     for source, speakers in frames.speakers.items():
         for speaker in sorted(set(speakers)):
@@ -193,44 +181,52 @@ def _targets_of(frames: FrameSet, name: str) -> Tensor:
     raise KeyError(name)
 
 
-def train_method(
+def _card(method: Method, manifest: Path, sample_rate: int, n_bins: int, sources: tuple[str, ...]) -> ModelCard:
+    return ModelCard(
+        kind=method.kind, source_mode=method.source_mode, sources=sources, sample_rate=sample_rate,
+        stft=method.stft, n_bins=n_bins, model=method.model, train=method.train,
+        training_mixtures=training_key(manifest), version=sepvae.__version__,
+        info={"method": method.label, "manifest": str(manifest)},
+    )
+
+
+def train_models(
     method: Method,
     manifest: Path,
-    runs_root: Path = Path("runs"),
+    out: Path,
+    sample_rate: int = 16_000,
     device: str = "auto",
     on_epoch: EpochCallback | None = None,
-    sample_rate: int = 16_000,
-) -> Path:
-    """The training stage for one method: returns its run directory (skips if finished)."""
+) -> None:
+    """Train a model method's source models into run folder ``out``.
+
+    A job (gender mode: both sources; speaker mode: one speaker) whose checkpoints are
+    already in ``out`` and match its card is not trained again, so an interrupted stage
+    resumes where it stopped.
+    """
     from sepvae.device import pick_device, single_cpu_thread
-    from sepvae.models import build_model
+    from sepvae.models import SourceModel, build_model
 
     if method.model is None:
         raise SepvaeError(f"method {method.label!r} ({method.kind}) has no model to train")
-    out = run_dir(method, manifest, sample_rate, runs_root)
-    if (out / "done").is_file():
-        return out
     out.mkdir(parents=True, exist_ok=True)
     torch_device = pick_device(device)
     mixtures = read_manifest(manifest, "train")
     frames = load_frames(mixtures, method.stft, sample_rate)
     scale = fit_scale(frames.mixture)
     n_bins = scale.numel()
-    resolved = {
-        "kind": method.kind, "source_mode": method.source_mode, "stft": to_dict(method.stft),
-        "model": to_dict(method.model), "train": to_dict(method.train), "sample_rate": sample_rate,
-        "n_bins": n_bins, "manifest": str(manifest), "training_mixtures": training_key(manifest),
-        "version": sepvae.__version__,
-    }
-    write_text(out / "config.json", json.dumps(resolved, indent=2) + "\n")
     normalized = FrameSet(
         mixture=frames.mixture / scale,
         sources={k: v / scale for k, v in frames.sources.items()},
         speakers=frames.speakers,
         mixture_index=frames.mixture_index,
     )
-    for job, members in training_jobs(normalized, method.source_mode).items():
-        if all((out / f"{name}.pt").is_file() for name in members):
+    jobs = training_jobs(normalized, method.source_mode)
+    card = _card(method, manifest, sample_rate, n_bins, tuple(sorted(n for members in jobs.values() for n in members)))
+    if read_card(out) is None:
+        write_card(out, card)  # from the start, so `sepvae models` lists the run in progress
+    for job, members in jobs.items():
+        if all(_intact(out, card.weights_file(name)) for name in members):
             continue
         # In gender mode all models share every frame; in speaker mode a job is one model.
         mask = next(iter(members.values()))
@@ -252,28 +248,28 @@ def train_method(
         state_path = out / f"state-{job}.pt"
         with single_cpu_thread(torch_device):
             history = fit(models, splits[0], splits[1], method.train, state_path, on_epoch, job)
-        for name, model in models.items():
-            save_checkpoint(out / f"{name}.pt", model, scale, {**resolved, "source": name})
+        save_checkpoints(out, {name: SourceModel(model.cpu(), scale) for name, model in models.items()}, card)
         history_name = "history.json" if job == "all" else f"history-{job}.json"
         write_text(out / history_name, json.dumps(history, indent=1) + "\n")
         state_path.unlink(missing_ok=True)
-    write_text(out / "done", "")
-    return out
 
 
-def train_nmf(method: Method, manifest: Path, runs_root: Path, sample_rate: int) -> Path:
-    """Learn one NMF dictionary per source from the training sources' magnitudes."""
+def _intact(folder: Path, name: str) -> bool:
+    try:
+        verify(folder, name)
+    except SepvaeError:
+        return False
+    return True
+
+
+def train_nmf(method: Method, manifest: Path, out: Path, sample_rate: int) -> None:
+    """Learn one NMF dictionary per source from the training sources' magnitudes into ``out``."""
     from sepvae.nmf import learn_dictionary
 
-    out = run_dir(method, manifest, sample_rate, runs_root)
-    if (out / "done").is_file():
-        return out
     frames = load_frames(read_manifest(manifest, "train"), method.stft, sample_rate)
     dictionaries = {
         name: learn_dictionary(source.T.contiguous(), method.nmf_components, n_iter=200, seed=method.train.seed)
         for name, source in frames.sources.items()
     }
-    with atomic_output(out / "nmf.pt") as tmp:
-        torch.save(dictionaries, tmp)
-    write_text(out / "done", "")
-    return out
+    card = _card(method, manifest, sample_rate, method.stft.n_bins(sample_rate), tuple(dictionaries))
+    add_files(out, card.replace(model=None), {"nmf.pt": lambda tmp: save_tensors(dictionaries, tmp)})

@@ -41,3 +41,23 @@ def write_sample_tree(root: Path, speakers=("dr1-fabc0", "dr1-mdef0", "dr2-fghi0
             sf.write(folder / f"sx{u}.wav", audio, 16000, subtype="PCM_16")
             (folder / f"sx{u}.txt").write_text(f"0 {audio.size} Sentence number {u} of {speaker}.\n")
     return root
+
+
+def make_model_folder(folder: Path, stft=None, model=None, sources=("male", "female"), done: bool = True,
+                      source_mode: str = "gender", sample_rate: int = 16000) -> Path:
+    """A tiny model folder of untrained models as training writes it: <source>.pt + model.json (+ done)."""
+    import torch
+
+    import sepvae
+    from sepvae.checkpoint import ModelCard, init_model_folder
+    from sepvae.config import ModelConfig, SourceMode, StftConfig
+
+    stft = stft or StftConfig()
+    model = model or ModelConfig(hidden=(16,), latent=4, decoder_hidden=(16,))
+    n_bins = stft.n_bins(sample_rate)
+    card = ModelCard(kind=model.name, source_mode=SourceMode(source_mode), sources=tuple(sorted(sources)),
+                     sample_rate=sample_rate, stft=stft, n_bins=n_bins, model=model, version=sepvae.__version__)
+    init_model_folder(folder, card, torch.linspace(0.5, 2.0, n_bins))
+    if done:
+        (folder / "done").write_text("")
+    return folder

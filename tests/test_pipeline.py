@@ -9,7 +9,9 @@ from typer.testing import CliRunner
 
 from sepvae.cli import app
 from sepvae.config import StftConfig, load_experiment
-from sepvae.pipeline import Paths, evaluate_all, report, separate_all, train_all
+from sepvae.errors import SepvaeError
+from sepvae.layout import Layout
+from sepvae.pipeline import evaluate_all, manifest_of, report, separate_all, train_all
 from sepvae.separator import Separator, separate_with_masks
 from tests.conftest import write_sample_tree
 
@@ -52,10 +54,11 @@ def tiny_run(tmp_path_factory):
     write_sample_tree(root / "timit")
     config = root / "tiny.toml"
     config.write_text(EXPERIMENT)
-    paths = Paths(corpus=root / "corpus.csv", mixtures=root / "mixtures", runs=root / "runs", reports=root / "reports")
+    paths = Layout(corpus=root / "corpus.csv", mixtures=root / "mixtures", runs=root / "runs", reports=root / "reports")
     result = runner.invoke(app, ["data", "--timit-root", str(root / "timit"), "--out", str(paths.corpus)])
     assert result.exit_code == 0, result.output
     experiment = load_experiment(config)
+    manifest_of(experiment, paths)
     runs = train_all(experiment, paths, device="cpu")
     separate_all(experiment, paths)
     metrics = evaluate_all(experiment, paths)
@@ -98,12 +101,32 @@ def test_rerun_is_cached(tiny_run):
     assert {p: p.stat().st_mtime_ns for p in paths.runs.rglob("*")} == stamp
 
 
-def test_report_files(tiny_run):
+def test_report_files(tiny_run, tmp_path):
     experiment, paths, _, metrics = tiny_run
     path = report(experiment, paths)
     assert path.is_file() and "| vae |" in path.read_text()
     for name in ("violins.png", "spectrograms.png", "summary.json"):
         assert (path.parent / name).stat().st_size > 0
+    # The report reads what evaluate wrote, nothing else: no corpus, mixtures or models.
+    import shutil
+
+    shutil.copytree(paths.reports, tmp_path / "reports")
+    alone = Layout(corpus=tmp_path / "none.csv", mixtures=tmp_path / "none", runs=tmp_path / "no-runs",
+                   reports=tmp_path / "reports")
+    (tmp_path / "reports" / experiment.name / "spectrograms.png").unlink()
+    again = report(experiment, alone)
+    assert (again.parent / "spectrograms.png").stat().st_size > 0
+    assert not (tmp_path / "no-runs").exists() and not (tmp_path / "none").exists()
+
+
+def test_training_times_written_by_evaluate(tiny_run):
+    import json
+
+    experiment, paths, runs, _ = tiny_run
+    times = json.loads((paths.reports / experiment.name / "training.json").read_text())
+    assert set(times) == {"vae", "itl-ae"}
+    assert times["vae"]["run"] == runs["vae (gender)"].name and times["vae"]["source_mode"] == "gender"
+    assert times["vae"]["epochs"] == 2 and times["vae"]["epoch_budget"] == 2 and times["vae"]["seconds"] > 0
 
 
 def test_separator_output_length_and_finiteness(tiny_run):
@@ -130,7 +153,6 @@ def test_masking_reconstructs_with_unit_masks():
 
 def test_external_manifest_replaces_generated_mixtures(tiny_run, tmp_path):
     from sepvae.mixing import read_manifest
-    from sepvae.pipeline import manifest_of
 
     experiment, paths, _, _ = tiny_run
     generated = read_manifest(manifest_of(experiment, paths), "test")
@@ -141,7 +163,36 @@ def test_external_manifest_replaces_generated_mixtures(tiny_run, tmp_path):
     config = tmp_path / "external.toml"
     config.write_text(f'name = "external"\nmanifest = "{listing}"\n[[methods]]\nkind = "mixture"\n[[methods]]\nkind = "oracle-irm"\n')
     external = load_experiment(config)
-    other = Paths(corpus=tmp_path / "none.csv", mixtures=tmp_path / "none", runs=paths.runs, reports=tmp_path / "reports")
+    other = Layout(corpus=tmp_path / "none.csv", mixtures=tmp_path / "none", runs=paths.runs, reports=tmp_path / "reports")
     rows = list(csv.DictReader(evaluate_all(external, other).open()))
     assert len(rows) == 2 * len(generated) * 2
     assert {r["method"] for r in rows} == {"mixture", "oracle-irm"}
+
+
+def test_later_stages_need_the_mixing_stage(tiny_run, tmp_path):
+    experiment, paths, _, _ = tiny_run
+    empty = Layout(corpus=paths.corpus, mixtures=tmp_path / "mixtures", runs=tmp_path / "runs", reports=tmp_path / "reports")
+    for stage in (train_all, separate_all, evaluate_all):
+        with pytest.raises(SepvaeError, match=r"manifest.csv: manifest not found \(run `sepvae mix"):
+            stage(experiment, empty)
+    assert not (tmp_path / "mixtures").exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_corrupted_run_is_trained_again(tiny_run):
+    """Last in this file: it rewrites a checkpoint of the shared run."""
+    from sepvae.checkpoint import verify_folder
+    from sepvae.layout import is_done
+
+    experiment, paths, runs, _ = tiny_run
+    run = runs["vae (gender)"]
+    good = (run / "male.pt").read_bytes()
+    flipped = bytearray(good)
+    flipped[-200:-136] = bytes(b ^ 0xFF for b in flipped[-200:-136])
+    (run / "male.pt").write_bytes(bytes(flipped))
+    assert not is_done(run, model_run=True)
+    with pytest.raises(SepvaeError, match="male.pt: sha256 does not match"):
+        separate_all(experiment, Layout(corpus=paths.corpus, mixtures=paths.mixtures, runs=paths.runs,
+                                        reports=paths.reports))
+    train_all(experiment, paths, device="cpu")
+    assert is_done(run, model_run=True) and verify_folder(run)
+    assert (run / "male.pt").read_bytes() == good  # same seed, same machine: the same weights

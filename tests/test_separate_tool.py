@@ -12,39 +12,25 @@ import soundfile as sf
 import torch
 from typer.testing import CliRunner
 
-import sepvae
 from sepvae import pretrained
-from sepvae.checkpoint import save_checkpoint
+from sepvae.checkpoint import card_of, save_checkpoints
 from sepvae.cli import app
-from sepvae.config import ModelConfig, StftConfig, to_dict
+from sepvae.config import ModelConfig, StftConfig
 from sepvae.errors import SepvaeError
-from sepvae.models import build_model
+from sepvae.models import SourceModel, build_model
 from sepvae.separator import SeparationWarning, Separator
 from sepvae.files import output_subtype, separate_files
 
-from tests.conftest import speechlike, timit_sample_root
+from tests.conftest import make_model_folder, speechlike, timit_sample_root
 
 TINY = ModelConfig(hidden=(16,), latent=4, decoder_hidden=(16,))
 RATE = 16_000
 
 
 def make_checkpoints(folder: Path, stft: StftConfig = StftConfig(), model: ModelConfig = TINY,
-                     sources=("male", "female"), done: bool = True) -> Path:
-    """A tiny gender-mode run folder: <source>.pt + config.json + done, as train_method writes."""
-    folder.mkdir(parents=True, exist_ok=True)
-    n_bins = stft.n_bins(RATE)
-    scale = torch.linspace(0.5, 2.0, n_bins)
-    config = {
-        "kind": model.name, "source_mode": "gender", "stft": to_dict(stft), "model": to_dict(model),
-        "train": {}, "sample_rate": RATE, "n_bins": n_bins, "version": sepvae.__version__,
-    }
-    for seed, source in enumerate(sources):
-        torch.manual_seed(seed)
-        save_checkpoint(folder / f"{source}.pt", build_model(model, n_bins), scale, {**config, "source": source})
-    (folder / "config.json").write_text(json.dumps(config))
-    if done:
-        (folder / "done").write_text("")
-    return folder
+                     sources=("male", "female"), done: bool = True, source_mode: str = "gender") -> Path:
+    """A tiny gender-mode run folder: <source>.pt + model.json + done, as training writes it."""
+    return make_model_folder(folder, stft, model, sources, done, source_mode, RATE)
 
 
 @pytest.fixture(scope="module")
@@ -220,44 +206,54 @@ def test_single_checkpoint_and_speaker_runs_are_refused(tmp_path, model_dir):
     sf.write(wav, mixture(), RATE)
     result = run("separate", wav, "--model", model_dir / "male.pt")
     assert result.exit_code == 1 and "a single checkpoint holds one source's model" in result.stderr
-    speakers = make_checkpoints(tmp_path / "speaker-run", sources=("fabc0", "mdef0"))
-    config = json.loads((speakers / "config.json").read_text())
-    (speakers / "config.json").write_text(json.dumps({**config, "source_mode": "speaker"}))
+    speakers = make_checkpoints(tmp_path / "speaker-run", sources=("fabc0", "mdef0"), source_mode="speaker")
     result = run("separate", wav, "--model", speakers)
     assert result.exit_code == 1 and "speaker-mode run" in result.stderr
 
 
 def test_corrupted_checkpoint(tmp_path):
+    from sepvae.checkpoint import card_of, sha256_of, write_card
+
     folder = make_checkpoints(tmp_path / "run")
     good = (folder / "female.pt").read_bytes()
     wav = tmp_path / "mix.wav"
     sf.write(wav, mixture(), RATE)
-    for broken in (b"\x00garbage" * 100, good[: len(good) // 2]):
+    flipped = bytearray(good)
+    flipped[len(good) // 2 : len(good) // 2 + 64] = bytes(b ^ 0xFF for b in flipped[len(good) // 2 : len(good) // 2 + 64])
+    for broken in (b"\x00garbage" * 100, good[: len(good) // 2], bytes(flipped)):
         (folder / "female.pt").write_bytes(broken)
         result = run("separate", wav, "--model", folder)
         assert result.exit_code == 1
         lines = stderr_lines(result)
-        assert len(lines) == 1 and lines[0].startswith(f"error: {folder / 'female.pt'}: not a readable sepvae checkpoint"), result.stderr
+        assert len(lines) == 1 and lines[0].startswith(f"error: {folder / 'female.pt'}: sha256 does not match"), result.stderr
         assert outputs_of(wav) == []
+        # A file its card vouches for that still does not load: a readable-checkpoint error.
+        card = card_of(folder)
+        write_card(folder, card.replace(sha256={**card.sha256, "female.pt": sha256_of(folder / "female.pt")}))
+        if broken != bytes(flipped):
+            result = run("separate", wav, "--model", folder)
+            assert result.exit_code == 1
+            assert stderr_lines(result)[0].startswith(f"error: {folder / 'female.pt'}: not a readable sepvae checkpoint")
+        write_card(folder, card)
 
 
 def test_checkpoint_shapes_not_matching_config(tmp_path):
     wav = tmp_path / "mix.wav"
     sf.write(wav, mixture(), RATE)
-    # Tensors of a wider model under a config that says 16 hidden units.
+    # Tensors of a wider model under a card that says 16 hidden units.
     folder = make_checkpoints(tmp_path / "run")
-    wide = build_model(ModelConfig(hidden=(32,), latent=4, decoder_hidden=(16,)), 129)
-    config = torch.load(folder / "male.pt", weights_only=True)["config"]
-    save_checkpoint(folder / "male.pt", wide, torch.ones(129), config)
+    card = card_of(folder)
+    wide = SourceModel(build_model(ModelConfig(hidden=(32,), latent=4, decoder_hidden=(16,)), 129), torch.ones(129))
+    save_checkpoints(folder, {"male": wide}, card)
     result = run("separate", wav, "--model", folder)
     assert result.exit_code == 1
-    assert f"error: {folder / 'male.pt'}: checkpoint tensors do not match its config" in result.stderr
-    # A consistent model whose bins do not match its own STFT settings.
+    assert f"error: {folder / 'male.pt'}: checkpoint tensors do not match its card" in result.stderr
+    # Consistent models whose bins do not match their own STFT settings.
     folder = make_checkpoints(tmp_path / "run2")
-    narrow = build_model(TINY, 65)
-    save_checkpoint(folder / "male.pt", narrow, torch.ones(65), {**config, "n_bins": 65})
+    narrow = SourceModel(build_model(TINY, 65), torch.ones(65))
+    save_checkpoints(folder, {"male": narrow, "female": narrow}, card.replace(n_bins=65))
     result = run("separate", wav, "--model", folder)
-    assert result.exit_code == 1 and "65 frequency bins, but its STFT" in result.stderr
+    assert result.exit_code == 1 and "[65] frequency bins, but the STFT" in result.stderr
     assert outputs_of(wav) == []
 
 
@@ -428,12 +424,12 @@ def test_shipped_model_separates_a_timit_mixture():
     from sepvae.metrics import bss_eval
 
     folder = pretrained.ROOT / pretrained.DEFAULT
-    if not pretrained.checkpoints_in(folder):
+    if not (folder / "model.json").is_file():
         pytest.skip(f"no shipped model yet in {folder} (make pretrained)")
     root = timit_sample_root()
     if root is None:
         pytest.skip("TIMIT sample not found: set TIMIT_ROOT or put it at ../shared/data/timit-sample")
-    for source in pretrained.checkpoints_in(folder):
+    for source in card_of(folder).sources:
         load_checkpoint(folder / f"{source}.pt")  # weights_only=True inside
     separator = Separator.from_pretrained(device="cpu")
     assert sorted(separator.sources) == ["female", "male"]

@@ -1,5 +1,3 @@
-import csv
-import json
 import math
 import subprocess
 import sys
@@ -8,55 +6,9 @@ import numpy as np
 import pytest
 
 from sepvae.errors import SepvaeError
-from sepvae.report import (
-    COLUMNS,
-    markdown_table,
-    method_labels,
-    methods_in_order,
-    paired_comparison,
-    read_metrics,
-    spectrogram_figure,
-    summary_table,
-    verdict,
-    violin_figure,
-    write_report,
-)
-
-# (method, source_mode, SDR offset over the mixture); CSV order is the expected x axis order.
-METHODS = [("mixture", "gender", 0.0), ("vae", "gender", 6.0), ("beta-vae", "gender", 5.5),
-           ("itl-ae", "gender", 5.0), ("vae", "speaker", 7.0)]
-N_MIXTURES = 6
-
-
-def fixture_rows():
-    rng = np.random.default_rng(1)
-    rows = []
-    for method, mode, offset in METHODS:
-        for mixture in range(N_MIXTURES):
-            for source in ("male", "female"):
-                input_sdr = 0.2 * mixture - (0.5 if source == "female" else 0.0)
-                sdr = input_sdr + (offset + rng.normal(0, 1) if method != "mixture" else 0.0)
-                pesq = math.nan if method == "itl-ae" or (method == "vae" and mixture == 0) else 1.5 + rng.random()
-                rows.append({
-                    "experiment": "fixture", "method": method, "source_mode": mode,
-                    "mixture_id": f"mix{mixture:03d}", "source": source,
-                    "sdr": sdr, "sir": sdr + 5 + rng.random(),
-                    # BSS Eval gives the mixture itself a SAR near 300 dB (no artifacts).
-                    "sar": 300 + rng.random() if method == "mixture" else sdr + 2 + rng.random(),
-                    "si_sdr": sdr - 0.3, "pesq": pesq, "stoi": 0.6 + 0.3 * rng.random(),
-                    "input_sdr": input_sdr, "input_sir": input_sdr, "input_sar": 40.0,
-                    "input_si_sdr": input_sdr - 0.1, "input_pesq": 1.2, "input_stoi": 0.55,
-                })
-    return rows
-
-
-def write_csv(path, rows, columns=COLUMNS):
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("nan" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()})
-    return path
+from sepvae.results import COLUMNS, markdown_table, read_metrics, summary_table, training_summary
+from sepvae.results.stats import method_labels, methods_in_order, paired_comparison, verdict
+from tests.results_fixtures import METHODS, N_MIXTURES, fixture_rows, write_csv
 
 
 @pytest.fixture
@@ -113,44 +65,6 @@ def test_summary_table_by_source(metrics_csv):
     assert all(entry["n"] == N_MIXTURES for entry in table)
 
 
-def test_write_report_writes_markdown_json_and_figures(metrics_csv, tmp_path):
-    spectrogram = spectrogram_figure(
-        tmp_path / "elsewhere" / "spec.png", 16_000, 128,
-        {"mixture": np.abs(np.random.default_rng(0).normal(size=(129, 50))), "male (true)": np.ones((129, 50))},
-        {"male mask": np.full((129, 50), 0.3)},
-    )
-    out = tmp_path / "report"
-    report = write_report(metrics_csv, out, "Fixture run", extra_sections={"Notes": "hello"},
-                          spectrogram_png=spectrogram)
-    assert report == out / "report.md"
-    text = report.read_text()
-    for name in ("report.md", "summary.json", "violins.png", "violins_extra.png", "spec.png"):
-        assert (out / name).stat().st_size > 1000 or name == "summary.json"
-        assert (out / name).stat().st_size > 0
-    assert "](violins.png)" in text and "](violins_extra.png)" in text and "](spec.png)" in text
-    assert "## Notes" in text and "hello" in text
-    assert "itl-ae: " in text and "PESQ 12" in text  # NaN counts reported
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["methods"] == ["mixture", "vae", "beta-vae", "itl-ae", "vae (speaker)"]
-    assert summary["summary"][3]["pesq_median"] is None
-    assert summary["dropped"]["vae"]["pesq"] == 2
-    assert not list(out.glob("*.part"))
-
-
-def test_violin_figure_survives_all_nan_and_single_values(tmp_path):
-    rows = fixture_rows()
-    for row in rows:
-        if row["method"] == "beta-vae":
-            row["sdr"] = math.nan
-        row["pesq"] = math.nan if row["method"] != "vae" or row["mixture_id"] != "mix001" else 2.0
-    out = violin_figure(rows, ("sar", "sdr", "sir", "pesq"), title="nan", out_png=tmp_path / "v.png")
-    assert out.stat().st_size > 1000
-    # A metric without a single finite value still gives a (labelled, empty) panel.
-    for row in rows:
-        row["stoi"] = math.nan
-    assert violin_figure(rows, ("stoi",), title="empty", out_png=tmp_path / "e.png").stat().st_size > 0
-
-
 def test_missing_file_and_missing_column_name_the_file(tmp_path):
     with pytest.raises(SepvaeError, match="nothere.csv"):
         read_metrics(tmp_path / "nothere.csv")
@@ -161,15 +75,6 @@ def test_missing_file_and_missing_column_name_the_file(tmp_path):
     empty.write_text("")
     with pytest.raises(SepvaeError, match="empty.csv"):
         read_metrics(empty)
-    with pytest.raises(SepvaeError, match="nothere.csv"):
-        write_report(tmp_path / "nothere.csv", tmp_path / "out", "x")
-
-
-def test_spectrogram_figure_rejects_wrong_shapes(tmp_path):
-    with pytest.raises(ValueError, match="bins, frames"):
-        spectrogram_figure(tmp_path / "s.png", 16_000, 128, {"mixture": np.ones(10)}, {})
-    with pytest.raises(ValueError):
-        spectrogram_figure(tmp_path / "s.png", 16_000, 128, {}, {})
 
 
 def shifted_rows(shift, n=30, noise=0.5, seed=3):
@@ -222,7 +127,18 @@ def test_paired_comparison_handles_nan_and_unknown_method():
     assert verdict(paired_comparison(rows, "sdri", "a", "b"), "a>b")[0] == "agree"
 
 
-def test_import_is_light():
-    code = "import sys, sepvae.report; print('matplotlib' in sys.modules, 'scipy' in sys.modules)"
+def test_training_summary_of_a_history():
+    history = [{"epoch": e, "male": {"val_recon": 5.0 - e}, "female": {"val_recon": 5.0 - e}, "seconds": 2.0}
+               for e in (1, 2, 3)]
+    history.append({"epoch": 4, "male": {"val_recon": 9.0}, "female": {"val_recon": 9.0}, "seconds": 4.0})
+    found = training_summary(history)
+    assert found == {"epochs": 4, "seconds": 10.0, "seconds_per_epoch": 2.5, "best_epoch": 3}
+    with pytest.raises(SepvaeError, match="empty"):
+        training_summary([])
+
+
+def test_import_is_light_and_reads_results_only():
+    code = ("import sys, sepvae.results; print(*(name in sys.modules for name in "
+            "('matplotlib', 'scipy', 'sepvae.pipeline', 'sepvae.train', 'sepvae.mixing')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["False", "False"]
+    assert out.split() == ["False"] * 5

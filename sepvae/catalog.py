@@ -87,6 +87,25 @@ def list_models(runs: Path = Path("runs")) -> list[ModelInfo]:
     return models
 
 
+def models_table(models: list[ModelInfo]) -> str:
+    """What ``sepvae models`` prints: one aligned row per model."""
+    rows = [("NAME / PATH", "TYPE", "SOURCES", "STFT", "DONE")]
+    for m in models:
+        speakers = m.source_mode == str(SourceMode.SPEAKER)
+        sources = f"{len(m.sources)} speakers" if speakers else ", ".join(m.sources) or "-"
+        stft = "-"
+        if m.stft:
+            second = "hop" if m.stft.get("reading") == "hop" else "overlap"
+            stft = f"{m.stft.get('window_ms'):g} ms window, {m.stft.get('overlap_ms'):g} ms {second}"
+            if m.sample_rate:
+                stft += f" @ {m.sample_rate} Hz"
+        kind = (m.kind or "-") + (f" ({m.source_mode})" if m.source_mode else "")
+        done = ("yes" if m.done else "no") + (f"  {m.note}" if m.note else "")
+        rows.append((m.name, kind, sources, stft, done))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4] for row in rows)
+
+
 def resolve_model(model: str = pretrained.DEFAULT) -> ModelInfo:
     """What ``--model`` names: a shipped model, else a folder of checkpoints (checked usable).
 

@@ -297,27 +297,10 @@ def models(
     """List shipped models and the models trained under runs/models/."""
     import json
 
-    from sepvae.catalog import list_models
+    from sepvae.catalog import list_models, models_table
 
     found = list_models(runs)
     if as_json:
         typer.echo(json.dumps([m.to_json() for m in found], indent=2))
         return
-    rows = [("NAME / PATH", "TYPE", "SOURCES", "STFT", "DONE")]
-    for m in found:
-        if m.source_mode == "speaker":  # catalog's ModelInfo: plain JSON values
-            sources = f"{len(m.sources)} speakers"
-        else:
-            sources = ", ".join(m.sources) or "-"
-        stft = "-"
-        if m.stft:
-            second = "hop" if m.stft.get("reading") == "hop" else "overlap"
-            stft = f"{m.stft.get('window_ms'):g} ms window, {m.stft.get('overlap_ms'):g} ms {second}"
-            if m.sample_rate:
-                stft += f" @ {m.sample_rate} Hz"
-        kind = (m.kind or "-") + (f" ({m.source_mode})" if m.source_mode else "")
-        done = ("yes" if m.done else "no") + (f"  {m.note}" if m.note else "")
-        rows.append((m.name, kind, sources, stft, done))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    for row in rows:
-        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4])
+    typer.echo(models_table(found))

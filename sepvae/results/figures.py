@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from sepvae.config import STFT_SETTINGS, Experiment
+from sepvae.config import STFT_SETTINGS, Experiment, SourceMode
 from sepvae.errors import SepvaeError
 from sepvae.results.findings import family_of, split_label
 from sepvae.results.stats import (
@@ -31,7 +31,6 @@ PAPER_METRICS = ("sar", "sdr", "sir", "pesq")  # Figures 21/22 order (a) SAR (b)
 EXTRA_METRICS = ("si_sdr", "stoi", "sdri", "si_sdri")
 SWEEP_DPI = 80  # sweep figures are committed beside RESULTS.md: kept small
 # Methods drawn as a median and interquartile bar beside the violins of a sweep.
-REFERENCE_KINDS = ("mixture", "oracle-irm", "oracle-ibm")  # registry
 
 # Legend of the window sweep's series (the label's words after the setting letter).
 WINDOW_SERIES = {
@@ -253,9 +252,9 @@ def sweep_figure(rows: Sequence[Mapping[str, Any]], experiment: Experiment, out_
 
     if not rows:
         raise SepvaeError(f"no metrics rows to plot for {out_png}")
-    kinds = {m.label: m.kind for m in experiment.methods if m.source_mode == "gender"}
-    labels = list(dict.fromkeys(row["method"] for row in rows if row["source_mode"] == "gender"))
-    groups = {label: [row for row in rows if row["method"] == label and row["source_mode"] == "gender"]
+    trained = {m.label: m.entry.trains for m in experiment.methods if m.source_mode is SourceMode.GENDER}
+    labels = list(dict.fromkeys(row["method"] for row in rows if row["source_mode"] == SourceMode.GENDER))
+    groups = {label: [row for row in rows if row["method"] == label and row["source_mode"] == SourceMode.GENDER]
               for label in labels}
     xs = list(dict.fromkeys(split_label(label)[0] for label in labels))
     series = list(dict.fromkeys(split_label(label)[1] for label in labels))
@@ -290,7 +289,7 @@ def sweep_figure(rows: Sequence[Mapping[str, Any]], experiment: Experiment, out_
                 if values.size == 0:
                     continue
             median = float(np.median(values))
-            if kinds.get(label) in REFERENCE_KINDS and shared_x[x]:  # registry
+            if not trained.get(label, True) and shared_x[x]:  # a reference beside trained methods
                 q1, q3 = np.percentile(values, [25, 75])
                 ax.vlines(position, q1, q3, colors=colors[s], linewidths=1.5)
                 ax.plot([position], [median], marker="D", markersize=4, color=colors[s], zorder=4)

@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from sepvae.config import load_experiment
+from sepvae.config import SourceMode, load_experiment
 from sepvae.errors import SepvaeError
 from sepvae.results.figures import PAPER_METRICS, sweep_figure
 from sepvae.results.findings import LARGE_SUFFIX, ExperimentResults, family_of, format_seconds, judge_all
@@ -98,7 +98,7 @@ def _read_experiment(path: Path, reports_root: Path) -> ExperimentResults:
     if not metrics.is_file():
         return ExperimentResults(path, experiment, None, {})
     rows = read_metrics(metrics)
-    missing = [m.label for m in experiment.methods if m.source_mode == "gender"
+    missing = [m.label for m in experiment.methods if m.source_mode is SourceMode.GENDER
                and not any(row["method"] == m.label for row in rows)]
     problem = f"metrics.csv lacks {', '.join(missing)} (older than the config? rerun evaluate)" if missing else ""
     return ExperimentResults(path, experiment, rows, training_times(metrics.parent / "training.json"), problem)
@@ -127,7 +127,7 @@ def training_times(path: Path) -> dict[str, dict[str, Any]]:
         if missing:
             raise SepvaeError(f"{path}: method {label!r} lacks {', '.join(missing)}")
         # RESULTS.md judges gender-mode models only, as it reads gender-mode metrics rows only.
-        if entry["source_mode"] == "gender":
+        if entry["source_mode"] == SourceMode.GENDER:
             times[label] = entry
     return times
 
@@ -185,9 +185,9 @@ def _experiment_section(run: ExperimentResults, figures_dir: Path, base: Path) -
 
 
 def _medians_table(run: ExperimentResults) -> list[str]:
-    methods = {m.label: m for m in run.experiment.methods if m.source_mode == "gender"}
+    methods = {m.label: m for m in run.experiment.methods if m.source_mode is SourceMode.GENDER}
     several_stfts = len({(m.stft.window_ms, m.stft.hop_ms) for m in methods.values()}) > 1
-    table = summary_table([row for row in run.rows if row["source_mode"] == "gender"], PAPER_METRICS)
+    table = summary_table([row for row in run.rows if row["source_mode"] == SourceMode.GENDER], PAPER_METRICS)
     header = ["method", "kind"] + (["window / hop (ms)"] if several_stfts else []) + ["n"]
     header += [f"{metric_name(m)} ({metric_unit(m)})" for m in PAPER_METRICS] + ["SDRi (dB)", "training"]
     lines = ["Medians over all (mixture, source) estimates; SDRi: median SDR improvement over the mixture; "

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from sepvae.config import SourceMode
 from sepvae.errors import SepvaeError
 from sepvae.metrics import METRICS
 
@@ -92,7 +93,7 @@ def method_labels(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], st
     methods = methods_in_order(rows)
     several_modes = len({mode for _, mode in methods}) > 1
     return {
-        (method, mode): f"{method} ({mode})" if several_modes and mode != "gender" else method
+        (method, mode): f"{method} ({mode})" if several_modes and mode != SourceMode.GENDER else method
         for method, mode in methods
     }
 
@@ -208,7 +209,7 @@ def paired_comparison(
     metric: str,
     method_a: str,
     method_b: str,
-    source_mode: str = "gender",
+    source_mode: str = SourceMode.GENDER,
     *,
     source_mode_b: str | None = None,
     n_boot: int = 5000,

@@ -47,6 +47,15 @@ reproduce: report
 pretrained: evaluate
 	$(SEPVAE) export-model --config $(CONFIG) --method best --name default
 
+# Speaker-disjoint cross-validation: the headline test for unseen voices (README: How good is it).
+.PHONY: unseen
+unseen: data
+	$(SEPVAE) mix --config experiments/unseen-speakers.toml
+	$(SEPVAE) train --config experiments/unseen-speakers.toml
+	$(SEPVAE) separate-set --config experiments/unseen-speakers.toml
+	$(SEPVAE) evaluate --config experiments/unseen-speakers.toml
+	$(SEPVAE) report --config experiments/unseen-speakers.toml
+
 # The paper's sweeps (experiments/README.md); each regenerates experiments/RESULTS.md.
 SWEEPS := sweep-window sweep-latent sweep-batch sweep-beta sweep-itl-latent compare-models
 .PHONY: sweeps results $(SWEEPS) $(SWEEPS:=-large)

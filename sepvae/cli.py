@@ -103,17 +103,18 @@ def mix(
     """Mix male + female utterances by the experiment's seeded protocol (README: Mixing protocol)."""
     from sepvae.layout import Layout
     from sepvae.mixing import read_manifest
-    from sepvae.pipeline import manifest_of
+    from sepvae.pipeline import mix_all
 
     experiment = _experiment(config)
     with _progress() as progress:
         task = progress.add_task("mixing", total=None, info="")
-        manifest = manifest_of(
+        manifests = mix_all(
             experiment, Layout(corpus=corpus, mixtures=out),
             progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
-    n_train, n_test = len(read_manifest(manifest, "train")), len(read_manifest(manifest, "test"))
-    typer.echo(f"{manifest}: {n_train} train + {n_test} test mixtures")
+    for manifest in manifests:
+        n_train, n_test = len(read_manifest(manifest, "train")), len(read_manifest(manifest, "test"))
+        typer.echo(f"{manifest}: {n_train} train + {n_test} test mixtures")
 
 
 def _experiment(config: Path):

@@ -87,7 +87,12 @@ class MixConfig:
     n_mixtures: int = 90
     n_test: int = 10
     seed: int = 0
-    split: str = "utterance"  # "utterance": test utterances unseen; "speaker": test speakers unseen
+    # "utterance": test utterances unseen; "speaker": test speakers unseen; "fold": speaker
+    # cross-validation, fold k tests the k-th male and female speakers of each group of
+    # ``folds`` (by dialect region, then id) and trains on all the others.
+    split: str = "utterance"
+    folds: int = 8  # split = "fold": how many folds an experiment runs
+    fold: int = 0  # split = "fold": which fold this mixing config makes (set per fold)
     same_region: bool = False  # pair only speakers of the same dialect region
     snr_db: tuple[float, float] = (0.0, 0.0)  # male-to-female SNR drawn uniformly from [lo, hi]
     length: str = "shortest"  # "shortest": trim to the shorter; "longest": zero-pad the shorter
@@ -99,8 +104,10 @@ class MixConfig:
     test_pairs: str = "distinct"
 
     def __post_init__(self):
-        if self.split not in ("utterance", "speaker"):
-            raise SepvaeError(f"mix split must be 'utterance' or 'speaker', got {self.split!r}")
+        if self.split not in ("utterance", "speaker", "fold"):
+            raise SepvaeError(f"mix split must be 'utterance', 'speaker' or 'fold', got {self.split!r}")
+        if not 0 <= self.fold < self.folds:
+            raise SepvaeError(f"mix fold must be in [0, folds = {self.folds}), got {self.fold}")
         if self.test_pairs not in ("distinct", "all"):
             raise SepvaeError(f"mix test_pairs must be 'distinct' or 'all', got {self.test_pairs!r}")
         if self.length not in ("shortest", "longest"):
@@ -221,6 +228,13 @@ class Experiment:
     sweep: str = ""  # the x-axis name of a sweep, shown in its report
     manifest: str = ""  # an external manifest used instead of generated mixtures
     path: str = ""
+
+    def folds(self) -> tuple["Experiment", ...]:
+        """What a run of this experiment is: one experiment per cross-validation fold (mix
+        split "fold"), else just this one."""
+        if self.mix.split != "fold":
+            return (self,)
+        return tuple(dataclasses.replace(self, mix=dataclasses.replace(self.mix, fold=k)) for k in range(self.mix.folds))
 
 
 def to_dict(obj) -> Any:

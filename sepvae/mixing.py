@@ -126,15 +126,18 @@ def plan_mixtures(utterances: list[Utterance], config: MixConfig) -> list[tuple[
             f"the corpus needs male and female utterances; it has {len(males)} male and "
             f"{len(females)} female"
         )
-    if config.split == "speaker":
-        test_speakers = _test_speakers(males, females, config, rng)
+    if config.split in ("speaker", "fold"):
+        if config.split == "fold":
+            test_speakers = _fold_speakers(males, config) | _fold_speakers(females, config)
+        else:
+            test_speakers = _test_speakers(males, females, config, rng)
         test_m = [u for u in males if u.speaker in test_speakers]
         test_f = [u for u in females if u.speaker in test_speakers]
         train_m = [u for u in males if u.speaker not in test_speakers]
         train_f = [u for u in females if u.speaker not in test_speakers]
     else:
         test_m, test_f, train_m, train_f = males, females, males, females
-    test = draw_pairs(test_m, test_f, config.n_test, rng, config.same_region, once=True, what="test ")
+    test = _draw_test_pairs(test_m, test_f, config, rng)
     test_paths = {u.path for pair in test for u in pair}
     train_m = [u for u in train_m if u.path not in test_paths]
     train_f = [u for u in train_f if u.path not in test_paths]
@@ -145,6 +148,30 @@ def plan_mixtures(utterances: list[Utterance], config: MixConfig) -> list[tuple[
         chosen_f = sorted({f.path: f for _, f in test}.values(), key=lambda u: u.path)
         test = [(m, f) for m in chosen_m for f in chosen_f if _compatible(m, f, config.same_region)]
     return [("train", m, f) for m, f in train] + [("test", m, f) for m, f in test]
+
+
+def _draw_test_pairs(males, females, config: MixConfig, rng, attempts: int = 50):
+    """n_test pairs using no utterance twice. The greedy draw can paint itself into a corner
+    (the last male reads the one sentence the last free female reads: TIMIT's sa1/sa2), which
+    a few speakers' utterances make likely; another draw order then finds a matching."""
+    for attempt in range(attempts):
+        try:
+            return draw_pairs(males, females, config.n_test, rng, config.same_region, once=True, what="test ")
+        except SepvaeError:
+            if attempt == attempts - 1:
+                raise
+
+
+def _fold_speakers(utterances: list[Utterance], config: MixConfig) -> set[str]:
+    """The test speakers of fold ``config.fold`` among one gender's speakers: every
+    ``folds``-th speaker in (dialect region, id) order, so each speaker is tested once."""
+    speakers = sorted({(u.dialect_region, u.speaker) for u in utterances})
+    if len(speakers) < config.folds:
+        raise SepvaeError(
+            f"{config.folds} folds need at least {config.folds} speakers of each gender, "
+            f"the corpus has {len(speakers)} {utterances[0].gender} speakers"
+        )
+    return {speaker for _, speaker in speakers[config.fold :: config.folds]}
 
 
 def _test_speakers(males, females, config: MixConfig, rng) -> set[str]:
@@ -241,7 +268,8 @@ def make_mixtures(
         mixture, male_sig, female_sig, gain = mix_pair(
             _load(male.path, config.sample_rate), _load(female.path, config.sample_rate), snr, config
         )
-        mixture_id = f"{split}-{counters[split]:04d}"
+        # Fold ids stay unique when the folds' rows meet in one metrics.csv.
+        mixture_id = f"{f'fold{config.fold}-' if config.split == 'fold' else ''}{split}-{counters[split]:04d}"
         counters[split] += 1
         folder = Path(split) / mixture_id
         for name, signal in (("mixture", mixture), ("male", male_sig), ("female", female_sig)):

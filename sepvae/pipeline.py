@@ -6,7 +6,7 @@ are cached per method under a hash of what determines them, so methods shared be
 experiments (the same model at the same settings) are trained, separated and scored once,
 and a rerun with nothing changed does nothing.
 
-Only the mixing stage makes mixtures (:func:`manifest_of`); the later stages find the
+Only the mixing stage makes mixtures (:func:`mix_all`); the later stages find the
 manifest it wrote (:func:`find_manifest`) and say which command to run when it is missing.
 Evaluate writes everything the report needs (scores, training times, the arrays of the
 example spectrogram figure), so the report reads results and never runs a model.
@@ -28,10 +28,16 @@ from sepvae.mixing import read_manifest, training_key
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 
 
+def mix_all(experiment: Experiment, layout: Layout = Layout(),
+            progress: Callable[[int, int], None] | None = None) -> list[Path]:
+    """The mixing stage: the manifest of each fold of the experiment (one without folds has one)."""
+    return [manifest_of(fold, layout, progress) for fold in experiment.folds()]
+
+
 def manifest_of(experiment: Experiment, layout: Layout = Layout(),
                 progress: Callable[[int, int], None] | None = None) -> Path:
-    """The mixing stage: the experiment's manifest, made (or found made) from the corpus
-    table, or the external manifest the experiment names."""
+    """The manifest of one (fold) experiment, made (or found made) from the corpus table,
+    or the external manifest the experiment names."""
     from sepvae.corpus import read_corpus_csv
     from sepvae.mixing import make_mixtures
 
@@ -70,23 +76,26 @@ def run_of(method: Method, manifest: Path, rate: int, layout: Layout) -> Path | 
 
 
 def train_all(experiment: Experiment, layout: Layout = Layout(), device: str = "auto", on_epoch=None) -> dict[str, Path]:
-    """The training stage: every method that trains; label -> run folder."""
-    manifest = find_manifest(experiment, layout)
-    rate = sample_rate_of(manifest)
+    """The training stage: every method that trains, in every fold; label -> run folder."""
     runs = {}
-    for method in experiment.methods:
-        run = run_of(method, manifest, rate, layout)
-        if run is None:
-            continue
-        if not is_done(run, model_run=True):
-            method.entry.train(method, manifest, run, rate, device, on_epoch)
-            mark_done(run)
-        runs[_key(method)] = run
+    for fold in experiment.folds():
+        manifest = find_manifest(fold, layout)
+        rate = sample_rate_of(manifest)
+        for method in fold.methods:
+            run = run_of(method, manifest, rate, layout)
+            if run is None:
+                continue
+            if not is_done(run, model_run=True):
+                method.entry.train(method, manifest, run, rate, device, on_epoch)
+                mark_done(run)
+            runs[_key(method, fold)] = run
     return runs
 
 
-def _key(method: Method) -> str:
-    return f"{method.label} ({method.source_mode})"
+def _key(method: Method, fold: Experiment) -> str:
+    """How a stage names one method's output: ``label (mode)``, plus the fold in a cross-validation."""
+    key = f"{method.label} ({method.source_mode})"
+    return f"{key} [fold {fold.mix.fold}]" if len(fold.folds()) > 1 else key
 
 
 def _trained_run(method: Method, manifest: Path, rate: int, layout: Layout) -> Path | None:
@@ -125,10 +134,13 @@ def separate_method(method: Method, manifest: Path, layout: Layout = Layout(), r
 
 
 def separate_all(experiment: Experiment, layout: Layout = Layout(), progress: Progress | None = None) -> dict[str, Path]:
-    """The separate-set stage: estimates of every test mixture for every method."""
-    manifest = find_manifest(experiment, layout)
-    rate = sample_rate_of(manifest)
-    return {_key(m): separate_method(m, manifest, layout, rate, progress) for m in experiment.methods}
+    """The separate-set stage: estimates of every test mixture for every method (and fold)."""
+    folders = {}
+    for fold in experiment.folds():
+        manifest = find_manifest(fold, layout)
+        rate = sample_rate_of(manifest)
+        folders.update({_key(m, fold): separate_method(m, manifest, layout, rate, progress) for m in fold.methods})
+    return folders
 
 
 SCORE_FIELDS = ["mixture_id", "source", *METRICS]
@@ -164,8 +176,26 @@ def evaluate_all(experiment: Experiment, layout: Layout = Layout(), progress: Pr
     example spectrogram's arrays for the report."""
     from sepvae.results import COLUMNS
 
-    manifest = find_manifest(experiment, layout)
-    rate = sample_rate_of(manifest)
+    rows, times = [], {}
+    for fold in experiment.folds():
+        manifest = find_manifest(fold, layout)
+        rate = sample_rate_of(manifest)
+        rows += _metric_rows(fold, manifest, rate, layout, progress)
+        for label, fold_times in training_times(fold, manifest, rate, layout).items():
+            times.setdefault(label, []).append(fold_times)
+    write_text(layout.training(experiment), json.dumps({k: _summed(v) for k, v in times.items()}, indent=1) + "\n")
+    first = experiment.folds()[0]
+    manifest = find_manifest(first, layout)
+    example = layout.example(experiment)
+    if not spectrogram_example(first, manifest, sample_rate_of(manifest), layout, example):
+        example.unlink(missing_ok=True)
+    out = layout.metrics(experiment)
+    write_text(out, csv_text(rows, list(COLUMNS)))
+    return out
+
+
+def _metric_rows(experiment: Experiment, manifest: Path, rate: int, layout: Layout, progress: Progress | None) -> list[dict]:
+    """metrics.csv rows of one (fold) experiment: each method's scores beside the mixture's."""
     mixture_method = Method(label="mixture", kind="mixture")
     inputs = {
         (r["mixture_id"], r["source"]): r
@@ -181,13 +211,16 @@ def evaluate_all(experiment: Experiment, layout: Layout = Layout(), progress: Pr
                 "experiment": experiment.name, "method": method.label, "source_mode": str(method.source_mode),
                 **row, **{f"input_{m}": base[m] for m in METRICS},
             })
-    write_text(layout.training(experiment), json.dumps(training_times(experiment, manifest, rate, layout), indent=1) + "\n")
-    example = layout.example(experiment)
-    if not spectrogram_example(experiment, manifest, rate, layout, example):
-        example.unlink(missing_ok=True)
-    out = layout.metrics(experiment)
-    write_text(out, csv_text(rows, list(COLUMNS)))
-    return out
+    return rows
+
+
+def _summed(folds: list[dict]) -> dict:
+    """One method's training times over the folds of a cross-validation (one fold: as is)."""
+    if len(folds) == 1:
+        return folds[0]
+    epochs, seconds = sum(f["epochs"] for f in folds), sum(f["seconds"] for f in folds)
+    return {**folds[0], "run": f"{len(folds)} folds", "epochs": epochs, "seconds": seconds,
+            "seconds_per_epoch": seconds / epochs, "best_epoch": None}
 
 
 def undefined_counts(metrics_csv: Path) -> dict[str, int]:
@@ -298,6 +331,9 @@ def export_model(experiment: Experiment, label: str = "best", name: str = "defau
     metrics = layout.metrics(experiment)
     if not metrics.is_file():
         raise SepvaeError(f"{metrics}: not found (run `sepvae evaluate -c {experiment.path}` first)")
+    if len(experiment.folds()) > 1:
+        raise SepvaeError(f"{experiment.path}: a cross-validation trains one model per fold; export from an "
+                          f"experiment that trains on every speaker")
     candidates = {m.label: m for m in experiment.methods if m.entry.has_model and m.source_mode is SourceMode.GENDER}
     scored = {row["method"]: row for row in summary_table(read_metrics(metrics))
               if row["source_mode"] == str(SourceMode.GENDER) and row["method"] in candidates}

@@ -123,3 +123,29 @@ def test_all_test_pairs_keep_training_mixtures(sample_mixtures):
     tests = [(m, f) for s, m, f in every if s == "test"]
     assert 80 <= len(tests) <= 100 and all(m.transcript != f.transcript for m, f in tests)
     assert {u.path for p in tests for u in p} == {u.path for s, m, f in distinct if s == "test" for u in (m, f)}
+
+
+def test_speaker_folds_test_every_speaker_once_and_never_train_on_them(timit_root):
+    utterances = index_timit(timit_root)
+    tested = []
+    for fold in range(8):
+        plan = plan_mixtures(utterances, MixConfig(split="fold", folds=8, fold=fold))
+        test_speakers = {u.speaker for split, m, f in plan if split == "test" for u in (m, f)}
+        train_speakers = {u.speaker for split, m, f in plan if split == "train" for u in (m, f)}
+        assert len(test_speakers) == 2 and not test_speakers & train_speakers
+        assert sum(split == "test" for split, _, _ in plan) == 10 and len(train_speakers) == 14
+        tested += sorted(test_speakers)
+    assert len(tested) == len(set(tested)) == 16  # every speaker of the sample tested exactly once
+
+
+def test_fold_ids_are_unique_across_folds(tmp_path):
+    utterances = index_timit(write_sample_tree(tmp_path / "timit"))
+    ids = []
+    for fold in range(2):
+        config = MixConfig(n_mixtures=5, n_test=2, split="fold", folds=2, fold=fold)
+        ids += [m.id for m in read_manifest(make_mixtures(utterances, config, tmp_path / "mixtures"))]
+    assert len(ids) == len(set(ids)) == 10 and ids[0].startswith("fold0-")
+    with pytest.raises(SepvaeError, match="3 folds need at least 3 speakers of each gender"):
+        plan_mixtures(utterances, MixConfig(n_mixtures=5, n_test=2, split="fold", folds=3))
+    with pytest.raises(SepvaeError, match=r"mix fold must be in \[0, folds = 2\), got 2"):
+        MixConfig(split="fold", folds=2, fold=2)

@@ -196,3 +196,29 @@ def test_a_corrupted_run_is_trained_again(tiny_run):
     train_all(experiment, paths, device="cpu")
     assert is_done(run, model_run=True) and verify_folder(run)
     assert (run / "male.pt").read_bytes() == good  # same seed, same machine: the same weights
+
+
+def test_cross_validation_pools_its_folds(tmp_path):
+    root = tmp_path
+    write_sample_tree(root / "timit")
+    config = root / "cv.toml"
+    config.write_text(
+        'name = "cv"\n[mix]\nsplit = "fold"\nfolds = 2\nn_mixtures = 6\nn_test = 2\n[model]\nhidden = [16]\n'
+        'latent = 4\ndecoder_hidden = [16]\n[train]\nepochs = 1\n[[methods]]\nkind = "oracle-irm"\n'
+        '[[methods]]\nkind = "ae"\n'
+    )
+    layout = Layout(corpus=root / "corpus.csv", mixtures=root / "mixtures", runs=root / "runs", reports=root / "reports")
+    assert runner.invoke(app, ["data", "--timit-root", str(root / "timit"), "--out", str(layout.corpus)]).exit_code == 0
+    experiment = load_experiment(config)
+    from sepvae.pipeline import mix_all
+
+    assert len(mix_all(experiment, layout)) == 2
+    runs = train_all(experiment, layout, device="cpu")
+    assert set(runs) == {"ae (gender) [fold 0]", "ae (gender) [fold 1]"} and len(set(runs.values())) == 2
+    rows = list(csv.DictReader(evaluate_all(experiment, layout).open()))
+    assert len(rows) == 2 * 2 * 2 * 2  # folds x methods x test mixtures x sources
+    assert {r["mixture_id"].split("-")[0] for r in rows} == {"fold0", "fold1"}
+    import json
+
+    times = json.loads((layout.reports / "cv" / "training.json").read_text())
+    assert times["ae"]["run"] == "2 folds" and times["ae"]["epochs"] == 2

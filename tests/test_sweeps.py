@@ -47,6 +47,8 @@ def test_all_experiments_use_the_mixtures_of_reproduce():
     mix = experiment("reproduce").mix
     for path in TOMLS:
         loaded = load_experiment(path)
+        if loaded.mix.split == "fold":
+            continue  # the unseen-speaker cross-validation mixes its own folds
         assert dataclasses.replace(loaded.mix, test_pairs="distinct") == mix, path.name
         assert all(m.source_mode == "gender" for m in loaded.methods) or loaded.name == "reproduce"
 

@@ -223,7 +223,9 @@ def load_checkpoint(path: str | Path, device="cpu", card: ModelCard | None = Non
         raise SepvaeError(f"{path}: its card has no model settings")
     try:
         network = build_model(source_card.model, source_card.n_bins)
-        model = SourceModel(network, torch.ones(source_card.n_bins))
+        ones = torch.ones(source_card.n_bins)
+        log_inputs = source_card.train is not None and source_card.train.inputs == "log1p"
+        model = SourceModel(network, ones, *((torch.zeros_like(ones), ones) if log_inputs else ()))
         model.load_state_dict(payload["state_dict"], strict=True)
     except (RuntimeError, KeyError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0][:200]

@@ -163,6 +163,11 @@ class TrainConfig:
     patience: int = 6  # early stopping: epochs without validation improvement
     val_fraction: float = 0.1  # part of the training mixtures held out for early stopping
     seed: int = 0
+    # The recipe around the models (sepvae.features): the paper's is the default.
+    normalization: str = "bin"  # "bin": one scale per frequency bin; "global": one for all bins
+    inputs: str = "linear"  # "log1p": compressed network inputs, standardized per bin
+    remix: int = 0  # rounds of extra training mixtures re-paired from the training sources
+    remix_gain_db: float = 0.0  # their relative level, uniform in +-this many dB
 
     def __post_init__(self):
         if self.batch_size < 1 or self.epochs < 1 or self.patience < 1:
@@ -172,6 +177,13 @@ class TrainConfig:
             )
         if not self.lr > 0 or not 0 <= self.val_fraction < 1:
             raise SepvaeError(f"train needs lr > 0 and 0 <= val_fraction < 1, got {self.lr}, {self.val_fraction}")
+        if self.normalization not in ("bin", "global") or self.inputs not in ("linear", "log1p"):
+            raise SepvaeError(
+                f"train normalization must be 'bin' or 'global' and inputs 'linear' or 'log1p', "
+                f"got {self.normalization!r}, {self.inputs!r}"
+            )
+        if self.remix < 0 or self.remix_gain_db < 0:
+            raise SepvaeError(f"train remix and remix_gain_db must be >= 0, got {self.remix}, {self.remix_gain_db}")
 
 
 class SourceMode(str, Enum):
@@ -207,6 +219,8 @@ class Method:
             object.__setattr__(self, "source_mode", SourceMode(self.source_mode))
         except ValueError:
             raise SepvaeError(f"unknown source mode {self.source_mode!r}; use gender or speaker") from None
+        if self.train.remix and self.source_mode is SourceMode.SPEAKER:
+            raise SepvaeError(f"method {self.label!r}: train remix re-pairs gender classes; it needs source_mode = 'gender'")
         if not self.mask_power > 0 or self.nmf_components < 1:
             raise SepvaeError(
                 f"method {self.label!r}: mask_power must be > 0 and nmf_components >= 1, "
@@ -219,6 +233,7 @@ class Method:
         from sepvae.methods import entry
 
         return entry(self.kind)
+
 
 @dataclass(frozen=True)
 class Experiment:

@@ -12,6 +12,14 @@ the loss not to explode"; we choose a per-bin scale because
   see only the first few bins, and keeps frames O(1) for a stable Adam.
 
 It is fitted on training mixtures only and stored with every checkpoint.
+
+Two training-recipe options change what the networks see (:class:`Normalization`):
+``normalization = "global"`` divides every bin by one scale, so the squared error the models
+minimize is that of the magnitudes themselves, dominated by the loud low bins as SDR is;
+``inputs = "log1p"`` then compresses the network's *input* (log1p, standardized per bin) so
+the quiet bins still reach it, while its output stays a magnitude estimate. Both keep the
+mask argument above. ``remix`` adds training mixtures re-paired from the training sources
+(:func:`remix_frames`): more voice combinations from the same few speakers.
 """
 
 from __future__ import annotations
@@ -71,39 +79,137 @@ class FrameSet:
         )
 
 
+class _FrameLists:
+    """Collects the frames of one mixture at a time into a :class:`FrameSet`."""
+
+    def __init__(self, names: list[str]):
+        self.names = names
+        self.mixture: list[Tensor] = []
+        self.sources: dict[str, list[Tensor]] = {n: [] for n in names}
+        self.speakers: dict[str, list[str]] = {n: [] for n in names}
+        self.index: list[int] = []
+
+    def add(self, magnitudes: Tensor, speakers: list[str], mixture_index: int) -> None:
+        """Shape: magnitudes (1 + sources, frames, bins): the mixture's, then each source's."""
+        self.mixture.append(magnitudes[0])
+        for k, (name, speaker) in enumerate(zip(self.names, speakers)):
+            self.sources[name].append(magnitudes[k + 1])
+            self.speakers[name] += [speaker] * magnitudes.shape[1]
+        self.index += [mixture_index] * magnitudes.shape[1]
+
+    def build(self) -> FrameSet:
+        return FrameSet(
+            mixture=torch.cat(self.mixture),
+            sources={n: torch.cat(f) for n, f in self.sources.items()},
+            speakers={n: np.array(s) for n, s in self.speakers.items()},
+            mixture_index=np.array(self.index),
+        )
+
+
+def _magnitudes(signals: list[Tensor], config: StftConfig, sample_rate: int) -> Tensor:
+    """Shape: equal-length signals -> (signals, frames, bins) magnitude frames."""
+    return spectrogram(torch.stack(signals), config, sample_rate).abs().transpose(1, 2)
+
+
 def load_frames(mixtures: list[Mixture], config: StftConfig, sample_rate: int) -> FrameSet:
     """Magnitude frames of every mixture and its sources (STFT frames as rows)."""
     if not mixtures:
         raise SepvaeError("no training mixtures in the manifest")
     names = list(mixtures[0].source_paths)
-    mixture_frames, index = [], []
-    source_frames: dict[str, list[Tensor]] = {n: [] for n in names}
-    speakers: dict[str, list[str]] = {n: [] for n in names}
+    frames = _FrameLists(names)
     for i, mixture in enumerate(mixtures):
         signals = [load_mono(mixture.mixture_path, sample_rate)]
         signals += [load_mono(mixture.source_paths[n], sample_rate) for n in names]
         if len({s.numel() for s in signals}) != 1:
             raise SepvaeError(f"{mixture.mixture_path}: mixture and sources differ in length")
-        mags = spectrogram(torch.stack(signals), config, sample_rate).abs().transpose(1, 2)
-        mixture_frames.append(mags[0])
-        for k, name in enumerate(names):
-            source_frames[name].append(mags[k + 1])
-            speakers[name] += [mixture.speakers.get(name, "")] * mags.shape[1]
-        index += [i] * mags.shape[1]
-    return FrameSet(
-        mixture=torch.cat(mixture_frames),
-        sources={n: torch.cat(f) for n, f in source_frames.items()},
-        speakers={n: np.array(s) for n, s in speakers.items()},
-        mixture_index=np.array(index),
-    )
+        frames.add(_magnitudes(signals, config, sample_rate), [mixture.speakers.get(n, "") for n in names], i)
+    return frames.build()
 
 
-def fit_scale(mixture_frames: Tensor) -> Tensor:
-    """Per-bin scale: the RMS of the training mixtures' magnitudes.
+def fit_scale(mixture_frames: Tensor, per_bin: bool = True) -> Tensor:
+    """Per-bin scale: the RMS of the training mixtures' magnitudes in each bin, or
+    (``per_bin=False``) their RMS over all bins, repeated for every bin.
 
     Shape:
         mixture_frames: (frames, bins) -> (bins,)
     """
     if mixture_frames.ndim != 2:
         raise ValueError(f"mixture_frames must be (frames, bins), got {tuple(mixture_frames.shape)}")
+    if not per_bin:
+        rms = mixture_frames.pow(2).mean().sqrt().clamp_min(SCALE_FLOOR)
+        return rms.expand(mixture_frames.shape[1]).clone()
     return mixture_frames.pow(2).mean(dim=0).sqrt().clamp_min(SCALE_FLOOR)
+
+
+@dataclass
+class Normalization:
+    """What a source model's network sees: ``inputs`` of a mixture's magnitude frames and
+    ``targets`` of a source's; the network's output times ``scale`` is a magnitude estimate.
+
+    Shape:
+        scale, input_mean, input_std: (bins,); frames: (frames, bins)
+    """
+
+    scale: Tensor
+    input_mean: Tensor | None = None  # set: log1p inputs, standardized per bin
+    input_std: Tensor | None = None
+
+    def inputs(self, mixture: Tensor) -> Tensor:
+        from sepvae.models import normalized_inputs
+
+        return normalized_inputs(mixture, self.scale, self.input_mean, self.input_std)
+
+    def targets(self, source: Tensor) -> Tensor:
+        return source / self.scale
+
+    def model(self, network) -> "SourceModel":  # noqa: F821
+        """``network`` (trained on these inputs and targets) as a SourceModel."""
+        from sepvae.models import SourceModel
+
+        return SourceModel(network, self.scale, self.input_mean, self.input_std)
+
+
+def fit_normalization(mixture_frames: Tensor, per_bin: bool = True, log_inputs: bool = False) -> Normalization:
+    """The normalization of a training recipe, fitted on the training mixtures' frames."""
+    scale = fit_scale(mixture_frames, per_bin)
+    if not log_inputs:
+        return Normalization(scale)
+    compressed = torch.log1p(mixture_frames / scale)
+    return Normalization(scale, compressed.mean(dim=0), compressed.std(dim=0).clamp_min(1e-3))
+
+
+def remix_frames(mixtures: list[Mixture], config: StftConfig, sample_rate: int, rounds: int,
+                 gain_db: float = 0.0, seed: int = 0, first_index: int = 0) -> FrameSet:
+    """Frames of ``rounds`` x len(mixtures) new training mixtures: the first source of each
+    mixture with the second source of another (a random permutation per round), the second
+    circularly shifted by a random offset and the first scaled by a random gain in
+    ±``gain_db`` dB. Only these mixtures' own source files are read, so nothing held out
+    (validation or test utterances) can leak in. ``mixture_index`` counts from ``first_index``.
+    """
+    if len(mixtures) < 2 or rounds < 1:
+        raise SepvaeError(f"remixing needs >= 2 training mixtures and >= 1 round, got {len(mixtures)}, {rounds}")
+    names = list(mixtures[0].source_paths)
+    if len(names) != 2:
+        raise SepvaeError(f"remixing pairs two sources per mixture, the manifest has {names}")
+    rng = np.random.default_rng([seed, 2])
+    first = [load_mono(m.source_paths[names[0]], sample_rate) for m in mixtures]
+    second = [load_mono(m.source_paths[names[1]], sample_rate) for m in mixtures]
+    frames = _FrameLists(names)
+    for round_ in range(rounds):
+        for i, j in enumerate(rng.permutation(len(mixtures))):
+            length = min(first[i].numel(), second[j].numel())
+            a = first[i][:length] * float(10 ** (rng.uniform(-gain_db, gain_db) / 20))
+            b = torch.roll(second[j], int(rng.integers(second[j].numel())))[:length]
+            speakers = [mixtures[i].speakers.get(names[0], ""), mixtures[j].speakers.get(names[1], "")]
+            frames.add(_magnitudes([a + b, a, b], config, sample_rate), speakers, first_index + round_ * len(mixtures) + i)
+    return frames.build()
+
+
+def concat(*sets: FrameSet) -> FrameSet:
+    """Frame sets one after the other (the same sources)."""
+    return FrameSet(
+        mixture=torch.cat([s.mixture for s in sets]),
+        sources={n: torch.cat([s.sources[n] for s in sets]) for n in sets[0].sources},
+        speakers={n: np.concatenate([s.speakers[n] for s in sets]) for n in sets[0].speakers},
+        mixture_index=np.concatenate([s.mixture_index for s in sets]),
+    )

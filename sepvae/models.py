@@ -423,23 +423,37 @@ def build_model(config: ModelConfig, n_bins: int) -> FrameAutoencoder:
     return cls(config, n_bins)
 
 
+def normalized_inputs(mixture: Tensor, scale: Tensor, mean: Tensor | None, std: Tensor | None) -> Tensor:
+    """Mixture magnitude frames as a network sees them: divided by ``scale`` and, with
+    ``mean``/``std``, compressed by log1p and standardized per bin (sepvae.features)."""
+    frames = mixture / scale
+    return frames if mean is None else (torch.log1p(frames) - mean) / std
+
+
 class SourceModel(nn.Module):
     """A frame model with its normalization: mixture magnitudes in, one source's out.
 
-    The per-bin scale the network's frames were divided by in training is a buffer of the
-    module (open-unmix keeps its input and output scaling in the model), so a checkpoint
-    is self-contained and two source models need not share it.
+    The per-bin scale the network's frames were divided by in training (and, for log1p
+    inputs, their per-bin mean and std) are buffers of the module (open-unmix keeps its
+    input and output scaling in the model), so a checkpoint is self-contained and two
+    source models need not share them.
 
     Shape:
         magnitudes: ``(frames, n_bins)`` -> ``(frames, n_bins)``, non-negative
     """
 
-    def __init__(self, network: FrameAutoencoder, scale: Tensor):
+    def __init__(self, network: FrameAutoencoder, scale: Tensor, input_mean: Tensor | None = None,
+                 input_std: Tensor | None = None):
         super().__init__()
-        if scale.shape != (network.n_bins,):
-            raise ValueError(f"scale must be ({network.n_bins},), got {tuple(scale.shape)}")
+        for name, tensor in (("scale", scale), ("input_mean", input_mean), ("input_std", input_std)):
+            if tensor is not None and tensor.shape != (network.n_bins,):
+                raise ValueError(f"{name} must be ({network.n_bins},), got {tuple(tensor.shape)}")
+        if (input_mean is None) != (input_std is None):
+            raise ValueError("give both input_mean and input_std, or neither")
         self.network = network
-        self.register_buffer("scale", scale.detach().clone().float())
+        for name, tensor in (("scale", scale), ("input_mean", input_mean), ("input_std", input_std)):
+            # A None buffer is left out of the state dict: linear-input checkpoints keep two keys fewer.
+            self.register_buffer(name, None if tensor is None else tensor.detach().clone().float())
 
     @property
     def n_bins(self) -> int:
@@ -447,5 +461,6 @@ class SourceModel(nn.Module):
 
     @torch.no_grad()
     def forward(self, magnitudes: Tensor) -> Tensor:
-        return self.network.estimate(magnitudes / self.scale) * self.scale
+        inputs = normalized_inputs(magnitudes, self.scale, self.input_mean, self.input_std)
+        return self.network.estimate(inputs) * self.scale
 

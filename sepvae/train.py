@@ -26,7 +26,7 @@ from sepvae.checkpoint import ModelCard, add_files, read_card, save_checkpoints,
 from sepvae.config import Method, SourceMode, TrainConfig
 from sepvae.io import atomic_output, write_text
 from sepvae.errors import SepvaeError
-from sepvae.features import FrameSet, fit_scale, load_frames
+from sepvae.features import FrameSet, concat, fit_normalization, load_frames, remix_frames
 from sepvae.mixing import read_manifest, training_key
 
 EpochCallback = Callable[[str, int, int, dict], None]  # (job, epoch, epochs, logs)
@@ -205,7 +205,7 @@ def train_models(
     resumes where it stopped.
     """
     from sepvae.device import pick_device, single_cpu_thread
-    from sepvae.models import SourceModel, build_model
+    from sepvae.models import build_model
 
     if method.model is None:
         raise SepvaeError(f"method {method.label!r} ({method.kind}) has no model to train")
@@ -213,15 +213,10 @@ def train_models(
     torch_device = pick_device(device)
     mixtures = read_manifest(manifest, "train")
     frames = load_frames(mixtures, method.stft, sample_rate)
-    scale = fit_scale(frames.mixture)
-    n_bins = scale.numel()
-    normalized = FrameSet(
-        mixture=frames.mixture / scale,
-        sources={k: v / scale for k, v in frames.sources.items()},
-        speakers=frames.speakers,
-        mixture_index=frames.mixture_index,
-    )
-    jobs = training_jobs(normalized, method.source_mode)
+    recipe = method.train
+    normalization = fit_normalization(frames.mixture, recipe.normalization == "bin", recipe.inputs == "log1p")
+    n_bins = normalization.scale.numel()
+    jobs = training_jobs(frames, method.source_mode)
     card = _card(method, manifest, sample_rate, n_bins, tuple(sorted(n for members in jobs.values() for n in members)))
     if read_card(out) is None:
         write_card(out, card)  # from the start, so `sepvae models` lists the run in progress
@@ -230,25 +225,31 @@ def train_models(
             continue
         # In gender mode all models share every frame; in speaker mode a job is one model.
         mask = next(iter(members.values()))
-        job_mixtures = np.unique(normalized.mixture_index[mask])
+        job_mixtures = np.unique(frames.mixture_index[mask])
         held_out = job_mixtures[_split_mixtures(len(job_mixtures), method.train.val_fraction, method.train.seed)]
-        is_val = np.isin(normalized.mixture_index, held_out)
+        is_val = np.isin(frames.mixture_index, held_out)
         torch.manual_seed(method.train.seed)
         models = {name: build_model(method.model, n_bins).to(torch_device) for name in sorted(members)}
         train_part, val_part = mask & ~is_val, mask & is_val
         if not val_part.any():  # one mixture only (a rare speaker): validate on what it trains on
             val_part = train_part
-        splits = []
-        for part in (train_part, val_part):
-            subset = normalized.subset(part)
-            splits.append(Split(
-                inputs=subset.mixture.to(torch_device),
-                targets={name: _targets_of(subset, name).to(torch_device) for name in models},
-            ))
+        train_set, val_set = frames.subset(train_part), frames.subset(val_part)
+        if recipe.remix:  # from the sources of the mixtures trained on, never the held-out ones
+            kept = [mixtures[i] for i in np.unique(train_set.mixture_index)]
+            remixed = remix_frames(kept, method.stft, sample_rate, recipe.remix, recipe.remix_gain_db,
+                                   recipe.seed, first_index=len(mixtures))
+            train_set = concat(train_set, remixed)
+        splits = [
+            Split(
+                inputs=normalization.inputs(subset.mixture).to(torch_device),
+                targets={name: normalization.targets(_targets_of(subset, name)).to(torch_device) for name in models},
+            )
+            for subset in (train_set, val_set)
+        ]
         state_path = out / f"state-{job}.pt"
         with single_cpu_thread(torch_device):
             history = fit(models, splits[0], splits[1], method.train, state_path, on_epoch, job)
-        save_checkpoints(out, {name: SourceModel(model.cpu(), scale) for name, model in models.items()}, card)
+        save_checkpoints(out, {name: normalization.model(model.cpu()) for name, model in models.items()}, card)
         history_name = "history.json" if job == "all" else f"history-{job}.json"
         write_text(out / history_name, json.dumps(history, indent=1) + "\n")
         state_path.unlink(missing_ok=True)

@@ -212,11 +212,14 @@ def export_model(
     config: Path = ConfigOption,
     method: str = typer.Option("best", help="Method label to ship; 'best' = highest median SDR among gender-mode models."),
     name: str = typer.Option("default", help="Name of the shipped model (sepvae/pretrained/<name>/)."),
+    chosen_by: Optional[Path] = typer.Option(
+        None, "--chosen-by", help="Choose 'best' by this experiment's metrics (e.g. the unseen-speaker cross-validation)."
+    ),
 ):
     """Ship an evaluated gender-mode model pair inside the package (make pretrained)."""
     from sepvae.pipeline import export_model as export
 
-    out = export(_experiment(config), method, name)
+    out = export(_experiment(config), method, name, chosen_by=_experiment(chosen_by) if chosen_by else None)
     typer.echo(f"{out}")
 
 

@@ -319,35 +319,50 @@ def report(experiment: Experiment, layout: Layout = Layout()) -> Path:
 
 
 def export_model(experiment: Experiment, label: str = "best", name: str = "default",
-                 root: Path | None = None, layout: Layout = Layout()) -> Path:
+                 root: Path | None = None, layout: Layout = Layout(), chosen_by: Experiment | None = None) -> Path:
     """Ship a trained gender-mode model pair as ``sepvae/pretrained/<name>`` (``make pretrained``).
 
-    ``label = "best"`` picks the model method with the highest median SDR in the
-    experiment's metrics.csv; its evaluation medians go into the model card.
+    ``label = "best"`` picks the model method with the highest median SDR in the metrics.csv
+    of ``chosen_by`` (the unseen-speaker cross-validation: how a user's recording will fare),
+    else of ``experiment``; the medians it was chosen by go into the model card, beside the
+    experiment's own.
     """
     from sepvae.pretrained import export
+
+    if len(experiment.folds()) > 1:
+        raise SepvaeError(f"{experiment.path}: a cross-validation trains one model per fold; export from an "
+                          f"experiment that trains on every speaker")
+    candidates = {m.label: m for m in experiment.methods if m.entry.has_model and m.source_mode is SourceMode.GENDER}
+    scored = _gender_medians(experiment, layout, candidates)
+    judged = _gender_medians(chosen_by, layout, candidates) if chosen_by is not None else scored
+    if label == "best":
+        if not judged:
+            raise SepvaeError(f"{layout.metrics(chosen_by or experiment)}: no gender-mode model method of "
+                              f"{experiment.path} to choose from")
+        label = max(judged.values(), key=lambda row: row["sdr_median"])["method"]
+    if label not in scored or label not in judged:
+        raise SepvaeError(f"no evaluated gender-mode model method {label!r} in {experiment.path}"
+                          f"{f' and {chosen_by.path}' if chosen_by else ''}; have {', '.join(scored)}")
+    evaluation = {"method": label, **_card_medians(experiment, scored[label])}
+    if chosen_by is not None:
+        evaluation["chosen_by"] = _card_medians(chosen_by, judged[label])
+    manifest = find_manifest(experiment, layout)
+    licence = "TIMIT corpus sample, Copyright 1993 Linguistic Data Consortium, CC BY-NC-SA"
+    run = _trained_run(candidates[label], manifest, sample_rate_of(manifest), layout)
+    return export(run, name, root=root, extra={"evaluation": evaluation, "data_licence": licence})
+
+
+def _gender_medians(experiment: Experiment, layout: Layout, labels) -> dict[str, dict]:
+    """method label -> summary row of each gender-mode method in ``labels`` in its metrics.csv."""
     from sepvae.results import read_metrics, summary_table
 
     metrics = layout.metrics(experiment)
     if not metrics.is_file():
         raise SepvaeError(f"{metrics}: not found (run `sepvae evaluate -c {experiment.path}` first)")
-    if len(experiment.folds()) > 1:
-        raise SepvaeError(f"{experiment.path}: a cross-validation trains one model per fold; export from an "
-                          f"experiment that trains on every speaker")
-    candidates = {m.label: m for m in experiment.methods if m.entry.has_model and m.source_mode is SourceMode.GENDER}
-    scored = {row["method"]: row for row in summary_table(read_metrics(metrics))
-              if row["source_mode"] == str(SourceMode.GENDER) and row["method"] in candidates}
-    if label == "best":
-        if not scored:
-            raise SepvaeError(f"{metrics}: no gender-mode model method to export")
-        label = max(scored.values(), key=lambda row: row["sdr_median"])["method"]
-    if label not in scored:
-        raise SepvaeError(f"no evaluated gender-mode model method {label!r} in {experiment.path}; have {', '.join(scored)}")
-    manifest = find_manifest(experiment, layout)
-    evaluation = {
-        "experiment": experiment.path, "method": label, "test_estimates": scored[label]["n"],
-        **{k: round(v, 3) for k, v in scored[label].items() if k.endswith("_median")},
-    }
-    licence = "TIMIT corpus sample, Copyright 1993 Linguistic Data Consortium, CC BY-NC-SA"
-    run = _trained_run(candidates[label], manifest, sample_rate_of(manifest), layout)
-    return export(run, name, root=root, extra={"evaluation": evaluation, "data_licence": licence})
+    return {row["method"]: row for row in summary_table(read_metrics(metrics))
+            if row["source_mode"] == SourceMode.GENDER and row["method"] in labels}
+
+
+def _card_medians(experiment: Experiment, row: dict) -> dict:
+    return {"experiment": experiment.path, "test_estimates": row["n"],
+            **{k: round(v, 3) for k, v in row.items() if k.endswith("_median")}}

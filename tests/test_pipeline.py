@@ -243,3 +243,18 @@ def test_the_generalization_recipe_trains_and_separates(tiny_run, tmp_path):
     assert torch.isfinite(waveforms).all() and torch.allclose(masks.sum(0), torch.ones(()), atol=1e-5)
     with pytest.raises(SepvaeError, match="remix re-pairs gender classes"):
         Method(label="x", kind="ae", source_mode="speaker", train=recipe)
+
+
+def test_export_ships_the_best_model_with_the_medians_it_was_chosen_by(tiny_run, tmp_path):
+    from sepvae.checkpoint import card_of, verify_folder
+    from sepvae.pipeline import export_model
+
+    experiment, paths, runs, _ = tiny_run
+    out = export_model(experiment, "best", "tiny", root=tmp_path, layout=paths, chosen_by=experiment)
+    card = verify_folder(out)
+    evaluation = card.info["evaluation"]
+    assert evaluation["method"] == "vae" and card.info["run"] == runs["vae (gender)"].name
+    assert evaluation["chosen_by"]["experiment"] == experiment.path and evaluation["test_estimates"] == 4
+    assert card_of(out).sources == ("female", "male")
+    with pytest.raises(SepvaeError, match="no evaluated gender-mode model method 'itl-ae'"):
+        export_model(experiment, "itl-ae", "tiny", root=tmp_path, layout=paths)

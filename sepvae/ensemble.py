@@ -226,6 +226,10 @@ class _Stack:
                     torch.tensor(positions, device=device),
                     torch.tensor(sigma, device=device),
                 )
+        # Each member's (weights, Adam averages, Adam squared averages) as views of the
+        # stacked tensors, made once: the optimizer steps them in place.
+        per_tensor = [[t.detach().unbind(0) for t in ts] for ts in (self.params, self.exp_avg, self.exp_avg_sq)]
+        self.slices = [[[views[k] for views in kind] for kind in per_tensor] for k in range(len(self.members))]
         self.lr_groups: dict[float, list[int]] = {}
         for k, member in enumerate(self.members):
             self.lr_groups.setdefault(member.train.lr, []).append(k)
@@ -254,7 +258,8 @@ class _Stack:
         weights, biases = self.params[0::2], self.params[1::2]
         hidden = mixture
         for weight, bias in zip(weights[: self.n_encoder], biases[: self.n_encoder]):
-            hidden = F.relu(torch.baddbmm(bias, hidden, weight))
+            # In place: baddbmm's backward needs its inputs, not its output.
+            hidden = torch.baddbmm(bias, hidden, weight).relu_()
         encoded = torch.baddbmm(biases[self.n_encoder], hidden, weights[self.n_encoder])
         z = encoded[..., : self.latent]
         if eps is not None and self.heads == 2:
@@ -264,7 +269,7 @@ class _Stack:
         for i, (weight, bias) in enumerate(decoder):
             z = torch.baddbmm(bias, z, weight)
             if i < len(decoder) - 1:
-                z = F.relu(z)
+                z = z.relu_()
         return encoded, F.softplus(z)
 
     def losses(
@@ -304,11 +309,12 @@ class _Stack:
             members = [k for k in group if k in stepping]
             if not members:
                 continue
+            grad_slices = [g.unbind(0) for g in grads]
             adam(
-                [p[k] for k in members for p in self.params],
-                [g[k] for k in members for g in grads],
-                [m[k] for k in members for m in self.exp_avg],
-                [v[k] for k in members for v in self.exp_avg_sq],
+                [p for k in members for p in self.slices[k][0]],
+                [g[k] for k in members for g in grad_slices],
+                [m for k in members for m in self.slices[k][1]],
+                [v for k in members for v in self.slices[k][2]],
                 [],
                 [s for k in members for s in self.steps[k]],
                 fused=fused, foreach=False if not fused else None,

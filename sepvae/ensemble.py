@@ -230,6 +230,11 @@ class _Stack:
         # stacked tensors, made once: the optimizer steps them in place.
         per_tensor = [[t.detach().unbind(0) for t in ts] for ts in (self.params, self.exp_avg, self.exp_avg_sq)]
         self.slices = [[[views[k] for views in kind] for kind in per_tensor] for k in range(len(self.members))]
+        # Validation frames of every member, padded to the longest with its first frame.
+        indices = [m.val_index.to(device) for m in self.members] or [torch.zeros(1, dtype=torch.long, device=device)]
+        longest = max(len(i) for i in indices)
+        self.val_index = torch.stack([torch.cat([i, i[:1].expand(longest - len(i))]) for i in indices])
+        self.val_lengths = torch.tensor([len(i) for i in indices], device=device)
         self.lr_groups: dict[float, list[int]] = {}
         for k, member in enumerate(self.members):
             self.lr_groups.setdefault(member.train.lr, []).append(k)
@@ -399,13 +404,10 @@ def _validation_losses(stack: _Stack, inputs: Tensor, targets: Tensor, keys: Ten
         - inputs: ``(frames, bins)``; targets: ``(keys, frames, bins)``; keys: ``(M,)``
         - output: ``(M,)``
     """
-    indices = [m.val_index.to(inputs.device) for m in stack.members]
-    longest = max(len(i) for i in indices)
-    padded = torch.stack([torch.cat([i, i[:1].expand(longest - len(i))]) for i in indices])
-    lengths = torch.tensor([len(i) for i in indices], device=inputs.device)
-    total = inputs.new_zeros(len(indices))
+    padded, lengths = stack.val_index, stack.val_lengths
+    total = inputs.new_zeros(len(lengths))
     with torch.no_grad():
-        for start in range(0, longest, _VALIDATION_CHUNK):
+        for start in range(0, padded.shape[1], _VALIDATION_CHUNK):
             index = padded[:, start : start + _VALIDATION_CHUNK]
             position = torch.arange(start, start + index.shape[1], device=inputs.device)
             _, estimate = stack.forward(inputs[index], None)

@@ -46,6 +46,16 @@ API::
                  precision=None, job="") -> {name: (state_dict, history)}
     merge_histories({name: history}) -> history of a job (the ``history.json`` format)
 
+How the training stage calls it: normalize the frames of a method's training mixtures once
+(``inputs`` = mixtures / scale, ``targets`` = {source: source / scale}); make one
+``Member`` per model to train - per source in gender mode, per speaker in speaker mode,
+per method of an experiment that shares the STFT setting and manifest - with its frame
+indices (train / validation split of its mixtures) and ``targets_key`` (its source class);
+``group_members`` them; run ``fit_ensemble`` per group (a ``state_path`` per group) under
+``device.single_cpu_thread`` on CPU; save each returned state dict with
+``checkpoint.save_checkpoint`` as today and write ``merge_histories`` of a run's members
+as its ``history.json``. ``train.fit`` is the one-job case.
+
 ``state_dict`` loads into ``build_model(member.model, n_bins)`` with ``strict=True``;
 ``history`` is the member's list of ``{"epoch", name: {loss, recon, reg, val_recon},
 "seconds"}`` for the epochs it trained (``seconds``: the wall time of the stack's epoch).
@@ -187,8 +197,8 @@ class _Stack:
         # One Adam step counter per member and tensor: the functional Adam increments
         # each counter it is given once per call.
         self.steps = [[torch.zeros((), device=device) for _ in self.params] for _ in members]
-        self.best = [p.clone() for p in self.params]
-        self._set_member_constants()
+        self.best = [p.detach().clone() for p in self.params]
+        self._index_members()
 
     @staticmethod
     def _initial_model(member: Member, n_bins: int) -> nn.Module:
@@ -201,8 +211,9 @@ class _Stack:
             model.load_state_dict(member.init, strict=True)
         return model
 
-    def _set_member_constants(self):
-        """Per-member loss constants as ``(M,)`` tensors on the device."""
+    def _index_members(self):
+        """What follows from the member list, redone when it shrinks: per-member loss
+        constants ``(M,)`` on the device, kind groups, Adam views, validation indices."""
         configs = [m.model for m in self.members]
         is_vae = [_is_kind(c, VAE) for c in configs]
         is_itl = [_is_kind(c, ITLAE) for c in configs]
@@ -249,7 +260,7 @@ class _Stack:
             param.requires_grad_()
         self.steps = [self.steps[k] for k in positions]
         self.members = [self.members[k] for k in positions]
-        self._set_member_constants()
+        self._index_members()
 
     def forward(self, mixture: Tensor, eps: Tensor | None) -> tuple[Tensor, Tensor]:
         """The latent head's output and the estimate of every member.

@@ -178,6 +178,8 @@ def test_bad_members_and_shapes_are_refused():
         fit_ensemble([small], inputs[None], targets)
     with pytest.raises(ValueError, match="no targets 'child'"):
         fit_ensemble([member("x", "ae", "child", index, index)], inputs, targets)
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        fit_ensemble([small], inputs, targets, precision="fp16")
     with pytest.raises(ValueError, match="1-d integer tensor"):
         member("x", "ae", "male", index.float(), index)
 

@@ -30,7 +30,10 @@ tolerance (the batched matmuls may sum in another order): ``tests/test_ensemble.
 Why ``baddbmm`` rather than ``torch.func.stack_module_state`` + ``vmap``: on this 2-core
 CPU one fwd+bwd step of 8 members at batch 70 took 7.8 ms with bmm, 10.3 ms with vmap and
 11.2 ms as 8 separate models (1 thread); vmap also needs one model class for the whole
-stack, where members of different kinds share one pass here.
+stack, where members of different kinds share one pass here. ``make bench``: the 8 models
+of reproduce.toml train 1.86x faster as one stack than one at a time on one CPU thread
+(benchmarks/results/train_speed.json). ``precision="bf16"`` autocasts the training forward
+pass only; weights, Adam and the validation pass stay fp32.
 
 Random streams differ from the pre-ensemble ``train.fit``: there the sources of a job
 shared one shuffle and one noise generator (the male model's draws advanced the female
@@ -41,7 +44,7 @@ API::
 
     Member(name, model: ModelConfig, train: TrainConfig, train_index, val_index,
            targets_key, seed=None, init=None)
-    group_members(members, n_bins) -> list[list[Member]]      # which can share one pass
+    group_members(members) -> list[list[Member]]      # which can share one pass
     fit_ensemble(members, inputs, targets, device=None, state_path=None, on_epoch=None,
                  precision=None, job="") -> {name: (state_dict, history)}
     merge_histories({name: history}) -> history of a job (the ``history.json`` format)

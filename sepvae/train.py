@@ -1,9 +1,9 @@
 """Training: one model per source, all sources of a configuration in the same pass.
 
 :func:`fit` trains the models of one job as one stack of :mod:`sepvae.ensemble` (Adam,
-early stopping on a validation part, a NaN guard, resume from the last finished epoch). :func:`train_method` is the stage: it
-resolves a run directory from the hash of everything that determines the weights, and
-does nothing when that run is finished.
+early stopping on a validation part, a NaN guard, resume from the last finished epoch).
+:func:`train_method` is the stage: it resolves a run directory from the hash of everything
+that determines the weights, and does nothing when that run is finished.
 """
 
 from __future__ import annotations

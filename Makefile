@@ -73,8 +73,10 @@ sweeps: $(SWEEPS) $(SWEEPS:=-large)
 results: setup
 	$(SEPVAE) results
 
+# `make bench DEVICE=cuda` measures the training engine on a GPU.
+DEVICE ?= auto
 bench: setup
-	$(BIN)/python benchmarks/train_speed.py
+	$(BIN)/python benchmarks/train_speed.py --device $(DEVICE)
 	$(BIN)/python benchmarks/separate_speed.py
 
 clean:

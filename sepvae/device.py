@@ -11,7 +11,9 @@ from sepvae.errors import SepvaeError
 def single_cpu_thread(device):
     """Train on one CPU thread: the paper's layers are small, and on 2 cores one thread ran
     an epoch of batch-70 steps 4x faster than two (thread hand-offs cost more than the
-    matmuls). No effect on other devices."""
+    matmuls). The stacked ensemble's bigger batched matmuls did not change that on the
+    shared 2-core machine: 46k frames x models/s on one thread, 7.5k on two
+    (benchmarks/results/train_speed.json). No effect on other devices."""
     import torch
 
     if device.type != "cpu":

@@ -99,22 +99,28 @@ def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=-1)
 
 
-def _check_sample_sets(x: Tensor, y: Tensor, sigma: float) -> None:
-    if x.dim() != 2 or y.dim() != 2:
+def _check_sample_sets(x: Tensor, y: Tensor, sigma: float | Tensor) -> None:
+    if x.dim() < 2 or y.dim() < 2 or x.shape[:-2] != y.shape[:-2]:
         raise ValueError(
-            f"samples must be 2-d (n, dim), got shapes {tuple(x.shape)} and {tuple(y.shape)}"
+            f"samples must be (..., n, dim) with the same leading dims, got shapes "
+            f"{tuple(x.shape)} and {tuple(y.shape)}"
         )
-    if x.shape[1] != y.shape[1]:
-        raise ValueError(f"samples differ in dimension: {x.shape[1]} vs {y.shape[1]}")
-    if x.shape[0] < 1 or y.shape[0] < 1 or x.shape[1] < 1:
+    if x.shape[-1] != y.shape[-1]:
+        raise ValueError(f"samples differ in dimension: {x.shape[-1]} vs {y.shape[-1]}")
+    if x.shape[-2] < 1 or y.shape[-2] < 1 or x.shape[-1] < 1:
         raise ValueError(
             f"need at least one sample of dimension >= 1, got {tuple(x.shape)}, {tuple(y.shape)}"
         )
-    if not sigma > 0:
+    # A tensor sigma (one per set of the batch, from the ensemble) was checked when its
+    # models were built; checking it here would cost a device sync per training step.
+    if not isinstance(sigma, Tensor) and not sigma > 0:
         raise ValueError(f"kernel sigma must be > 0, got {sigma}")
 
 
-def log_information_potential(x: Tensor, y: Tensor, sigma: float) -> Tensor:
+def log_information_potential(
+    x: Tensor, y: Tensor, sigma: float | Tensor, x_mask: Tensor | None = None,
+    y_mask: Tensor | None = None,
+) -> Tensor:
     """Log of the (cross) quadratic information potential of two sample sets, unnormalized.
 
     ``log( 1/(n m) * sum_i sum_j exp(-||x_i - y_j||^2 / (4 sigma^2)) )``
@@ -135,57 +141,86 @@ def log_information_potential(x: Tensor, y: Tensor, sigma: float) -> Tensor:
     Working in log space with log-sum-exp keeps the potentials finite when every kernel
     value underflows, as it does for codes far from the prior samples in high dimension.
 
+    Batches: leading dimensions are independent sets (the ensemble's members), with one
+    ``sigma`` each (a tensor of the leading shape) or one for all. ``x_mask`` / ``y_mask``
+    (True = a sample) leave out padding rows: the sums and ``n m`` run over the kept samples
+    only, so a padded set gives the potential of its kept samples alone.
+
     Shape:
-        - x: ``(n, dim)``, y: ``(m, dim)``
-        - output: ``()``
+        - x: ``(..., n, dim)``, y: ``(..., m, dim)``
+        - sigma: float or ``(...)``
+        - x_mask: ``(..., n)``, y_mask: ``(..., m)``, bool
+        - output: ``(...)``
     """
     _check_sample_sets(x, y, sigma)
+    for mask, samples, name in ((x_mask, x, "x_mask"), (y_mask, y, "y_mask")):
+        if mask is not None and mask.shape != samples.shape[:-1]:
+            raise ValueError(f"{name} must be {tuple(samples.shape[:-1])}, got {tuple(mask.shape)}")
     # ||x||^2 + ||y||^2 - 2 x.y: one matmul, O(n m) memory (fast on GPU); the clamp
     # removes the small negative values that cancellation leaves on the diagonal.
     sq_dist = (
-        x.pow(2).sum(dim=1, keepdim=True)
-        + y.pow(2).sum(dim=1).unsqueeze(0)
-        - 2.0 * (x @ y.T)
+        x.pow(2).sum(dim=-1, keepdim=True)
+        + y.pow(2).sum(dim=-1).unsqueeze(-2)
+        - 2.0 * (x @ y.transpose(-1, -2))
     ).clamp_min(0.0)
+    if isinstance(sigma, Tensor):
+        sigma = sigma[..., None, None]
     log_kernel = -sq_dist / (4.0 * sigma**2)
-    return torch.logsumexp(log_kernel.flatten(), dim=0) - math.log(x.shape[0] * y.shape[0])
+    n_x = x.new_full(x.shape[:-2], x.shape[-2]) if x_mask is None else x_mask.sum(-1)
+    n_y = y.new_full(y.shape[:-2], y.shape[-2]) if y_mask is None else y_mask.sum(-1)
+    if x_mask is not None or y_mask is not None:
+        keep_x = x_mask if x_mask is not None else x.new_ones(x.shape[:-1], dtype=torch.bool)
+        keep_y = y_mask if y_mask is not None else y.new_ones(y.shape[:-1], dtype=torch.bool)
+        log_kernel = log_kernel.masked_fill(~(keep_x[..., :, None] & keep_y[..., None, :]), -math.inf)
+    return torch.logsumexp(log_kernel.flatten(-2), dim=-1) - torch.log(n_x * n_y.to(n_x.dtype))
 
 
-def cauchy_schwarz_divergence(x: Tensor, y: Tensor, sigma: float) -> Tensor:
+def cauchy_schwarz_divergence(
+    x: Tensor, y: Tensor, sigma: float | Tensor, mask: Tensor | None = None
+) -> Tensor:
     """Kernel estimate of the Cauchy-Schwarz divergence between the samples' densities.
 
     ``D_CS = log(V_x V_y / V_c^2)`` (eq. 83, which is twice eq. 33), computed as
     ``log V_x + log V_y - 2 log V_c`` so that it stays finite in high dimension. See
     :func:`log_information_potential` for the bandwidth convention. Symmetric and >= 0.
 
+    Batched and masked as :func:`log_information_potential`, with one ``mask`` for both
+    sets (the codes of a batch and as many prior samples).
+
     Shape:
-        - x: ``(n, dim)``, y: ``(m, dim)``
-        - output: ``()``
+        - x: ``(..., n, dim)``, y: ``(..., n, dim)`` (``(n, dim)``, ``(m, dim)`` without mask)
+        - mask: ``(..., n)``, bool
+        - output: ``(...)``
     """
     _check_sample_sets(x, y, sigma)
     return (
-        log_information_potential(x, x, sigma)
-        + log_information_potential(y, y, sigma)
-        - 2.0 * log_information_potential(x, y, sigma)
+        log_information_potential(x, x, sigma, mask, mask)
+        + log_information_potential(y, y, sigma, mask, mask)
+        - 2.0 * log_information_potential(x, y, sigma, mask, mask)
     )
 
 
-def euclidean_divergence(x: Tensor, y: Tensor, sigma: float) -> Tensor:
+def euclidean_divergence(
+    x: Tensor, y: Tensor, sigma: float | Tensor, mask: Tensor | None = None
+) -> Tensor:
     """Kernel estimate of the Euclidean divergence ``V_x + V_y - 2 V_c`` (eq. 85).
 
     The potentials are unnormalized (see :func:`log_information_potential`), so this is
     ``(4 pi sigma^2)^(dim/2)`` times eq. 85 with normalized Gaussian kernels: the same
     minimizer, on a scale between 0 and 2 whatever the dimension. Symmetric and >= 0.
 
+    Batched and masked as :func:`cauchy_schwarz_divergence`.
+
     Shape:
-        - x: ``(n, dim)``, y: ``(m, dim)``
-        - output: ``()``
+        - x: ``(..., n, dim)``, y: ``(..., n, dim)`` (``(n, dim)``, ``(m, dim)`` without mask)
+        - mask: ``(..., n)``, bool
+        - output: ``(...)``
     """
     _check_sample_sets(x, y, sigma)
     return (
-        log_information_potential(x, x, sigma).exp()
-        + log_information_potential(y, y, sigma).exp()
-        - 2.0 * log_information_potential(x, y, sigma).exp()
+        log_information_potential(x, x, sigma, mask, mask).exp()
+        + log_information_potential(y, y, sigma, mask, mask).exp()
+        - 2.0 * log_information_potential(x, y, sigma, mask, mask).exp()
     )
 
 

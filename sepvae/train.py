@@ -1,21 +1,17 @@
 """Training: one model per source, all sources of a configuration in the same pass.
 
-:func:`fit` is the plain loop (Adam, shared batches, early stopping on a validation part,
-a NaN guard, resume from the last finished epoch). :func:`train_models` and
-:func:`train_nmf` fill a run folder (:mod:`sepvae.layout` names it, the training stage in
-:mod:`sepvae.pipeline` calls them through the method registry) with checkpoints and the
-folder's card (:mod:`sepvae.checkpoint`).
+:func:`fit` trains the models of one job as one stack of :mod:`sepvae.ensemble` (Adam,
+early stopping on a validation part, a NaN guard, resume from the last finished epoch).
+:func:`train_models` and :func:`train_nmf` fill a run folder (:mod:`sepvae.layout` names it,
+the training stage in :mod:`sepvae.pipeline` calls them through the method registry) with
+checkpoints and the folder's card (:mod:`sepvae.checkpoint`).
 """
 
 from __future__ import annotations
 
-import copy
 import json
-import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -24,12 +20,11 @@ from torch import Tensor
 import sepvae
 from sepvae.checkpoint import ModelCard, add_files, read_card, save_checkpoints, save_tensors, verify, write_card
 from sepvae.config import Method, SourceMode, TrainConfig
-from sepvae.io import atomic_output, write_text
+from sepvae.io import write_text
+from sepvae.ensemble import EpochCallback, Member, fit_ensemble, merge_histories
 from sepvae.errors import SepvaeError
 from sepvae.features import FrameSet, concat, fit_normalization, load_frames, remix_frames
 from sepvae.mixing import read_manifest, training_key
-
-EpochCallback = Callable[[str, int, int, dict], None]  # (job, epoch, epochs, logs)
 
 
 @dataclass
@@ -40,16 +35,6 @@ class Split:
     targets: dict[str, Tensor]  # source -> (frames, bins)
 
 
-def _validation_loss(model, inputs: Tensor, targets: Tensor, batch: int = 4096) -> float:
-    """Mean over frames of the summed squared error of the deterministic estimate."""
-    total = inputs.new_zeros(())
-    with torch.no_grad():
-        for start in range(0, len(inputs), batch):
-            estimate = model.estimate(inputs[start : start + batch])
-            total += (estimate - targets[start : start + batch]).pow(2).sum()
-    return float(total) / max(1, len(inputs))
-
-
 def fit(
     models: dict[str, torch.nn.Module],
     train: Split,
@@ -58,91 +43,31 @@ def fit(
     state_path: Path | None = None,
     on_epoch: EpochCallback | None = None,
     job: str = "",
+    precision: str | None = None,
 ) -> list[dict]:
-    """Train ``models`` (source -> model) on shared batches; returns the per-epoch history.
+    """Train ``models`` (source -> model) on ``train``; returns the job's per-epoch history.
 
-    Each model keeps the weights of its best validation epoch. With ``state_path`` the loop
-    saves its full state after every epoch and resumes from it, ending with the same weights
-    as an uninterrupted run.
+    The models train as one :func:`sepvae.ensemble.fit_ensemble` stack, each from its
+    current weights with ``config.seed``: the same batch order for every source, and each
+    model its own noise stream. Each model ends with the weights of its best validation
+    epoch; one that stops early is frozen while the others go on (it is absent from the
+    history's later epochs). With ``state_path`` the loop saves its full state after every
+    epoch and resumes from it, ending with the same weights as an uninterrupted run.
     """
-    device = train.inputs.device
-    params = [p for m in models.values() for p in m.parameters()]
-    optimizer = torch.optim.Adam(params, lr=config.lr)  # Adam is per-parameter: one is as good as one per model
-    shuffle = torch.Generator().manual_seed(config.seed)
-    # The models' own randomness (VAE noise, ITL-AE prior samples) from a seeded generator
-    # of the fit, not the global RNG, so a run does not depend on what ran before it.
-    noise = torch.Generator(device=device).manual_seed(config.seed + 1)
-    best = {name: math.inf for name in models}
-    best_state = {name: copy.deepcopy(m.state_dict()) for name, m in models.items()}
-    since_best = {name: 0 for name in models}
-    history: list[dict] = []
-    start_epoch = 1
-    if state_path is not None and state_path.is_file():
-        state = torch.load(state_path, map_location=device, weights_only=True)
-        for name, model in models.items():
-            model.load_state_dict(state["models"][name])
-        optimizer.load_state_dict(state["optimizer"])
-        shuffle.set_state(state["shuffle"])
-        noise.set_state(state["noise"].cpu())
-        best, best_state, since_best = state["best"], state["best_state"], state["since_best"]
-        history = state["history"]
-        start_epoch = history[-1]["epoch"] + 1 if history else 1
-    n = len(train.inputs)
-    for epoch in range(start_epoch, config.epochs + 1):
-        if history and all(since_best[name] >= config.patience for name in models):
-            break
-        started = time.perf_counter()
-        for model in models.values():
-            model.train()
-        sums = {name: torch.zeros(3, device=device) for name in models}
-        order = torch.randperm(n, generator=shuffle).to(device)
-        for start in range(0, n, config.batch_size):
-            index = order[start : start + config.batch_size]
-            inputs = train.inputs[index]
-            total = 0.0
-            for name, model in models.items():
-                out = model(inputs, train.targets[name][index], noise)
-                total = total + out.loss
-                # Accumulated on the device: no host sync per step.
-                sums[name] += torch.stack([out.loss, out.recon, out.reg]).detach() * len(index)
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            optimizer.step()
-        logs: dict = {"epoch": epoch}
-        for name, model in models.items():
-            loss, recon, reg = (sums[name] / n).tolist()
-            if not all(math.isfinite(v) for v in (loss, recon, reg)):
-                raise SepvaeError(
-                    f"training {job or 'model'} ({name}): loss became {loss} at epoch {epoch}; "
-                    f"lower the learning rate (now {config.lr}) or check the training data"
-                )
-            model.eval()
-            val = _validation_loss(model, valid.inputs, valid.targets[name])
-            if val < best[name]:
-                best[name], since_best[name] = val, 0
-                best_state[name] = copy.deepcopy(model.state_dict())
-            else:
-                since_best[name] += 1
-            logs[name] = {"loss": loss, "recon": recon, "reg": reg, "val_recon": val}
-        logs["seconds"] = time.perf_counter() - started  # wall time, kept across resumes
-        history.append(logs)
-        if state_path is not None:
-            state = {
-                "models": {name: m.state_dict() for name, m in models.items()},
-                "optimizer": optimizer.state_dict(),
-                "shuffle": shuffle.get_state(),
-                "noise": noise.get_state(),
-                "best": best, "best_state": best_state, "since_best": since_best,
-                "history": history,
-            }
-            with atomic_output(state_path) as tmp:
-                torch.save(state, tmp)
-        if on_epoch:
-            on_epoch(job, epoch, config.epochs, logs)
+    inputs = torch.cat([train.inputs, valid.inputs])
+    n_train, n_valid = len(train.inputs), len(valid.inputs)
+    train_index = torch.arange(n_train)
+    val_index = torch.arange(n_train, n_train + n_valid)
+    members = [
+        Member(name, model.config, config, train_index, val_index, name, init=model.state_dict())
+        for name, model in models.items()
+    ]
+    targets = {name: torch.cat([train.targets[name], valid.targets[name]]) for name in models}
+    results = fit_ensemble(members, inputs, targets, inputs.device, state_path, on_epoch, precision, job)
     for name, model in models.items():
-        model.load_state_dict(best_state[name])
+        model.load_state_dict(results[name][0])
         model.eval()
-    return history
+    return merge_histories({name: history for name, (_, history) in results.items()})
 
 
 def _split_mixtures(n: int, fraction: float, seed: int) -> np.ndarray:

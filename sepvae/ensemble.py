@@ -1,0 +1,608 @@
+"""Many frame models trained as one stacked pass (issue 11): the batched training engine.
+
+Each model of the paper is tiny (0.3 M parameters); one batch-70 step of one model is a
+chain of (70 x 129 x 256) matmuls that no device runs near its peak. Here N models of the
+same layer sizes ("members") keep their weights as ``(members, in, out)`` tensors and take
+their steps together through :func:`torch.baddbmm`, while each member keeps its own:
+
+- kind and loss: vae / beta-vae (with its ``beta`` and ``eps_std``), itl-ae (divergence,
+  prior, kernel sigma, lambda) and ae share one stack: the latent head is as wide as the
+  widest member's (``2 * latent`` when a VAE is in the stack) and a narrower member's extra
+  head columns are zero, get zero gradient and are cut off again in its returned weights;
+- seed: initial weights equal ``build_model(config, n_bins)`` under
+  ``torch.manual_seed(seed)`` (or ``Member.init``); the data order comes from a CPU
+  generator seeded with ``seed``, the model's noise (VAE reparameterization, ITL-AE prior
+  samples) from a generator on the device seeded with ``seed + 1``;
+- data: its own train and validation frame indices into one shared frame tensor (folds,
+  speakers, sources), so members may have different numbers of batches per epoch: a member
+  takes a step only while it has a batch left in the epoch (its last batch may be partial;
+  rows beyond it are padding with zero weight in every loss term);
+- optimizer: torch's own Adam (``torch.optim.adam.adam``, fused where the device has the
+  kernel) applied to each member's slices, with its own step count and learning rate; a
+  member without a batch at a step is left out of that step, so its Adam state does not move;
+- early stopping: a member whose validation loss has not improved for ``patience`` epochs
+  (or that has run its ``epochs``) is done: its best-epoch weights are returned and it leaves
+  the stack, which the others go on with.
+
+So a member trained in an ensemble equals the same member trained alone, to float
+tolerance (the batched matmuls may sum in another order): ``tests/test_ensemble.py``.
+
+Why ``baddbmm`` rather than ``torch.func.stack_module_state`` + ``vmap``: on this 2-core
+CPU one fwd+bwd step of 8 members at batch 70 took 7.8 ms with bmm, 10.3 ms with vmap and
+11.2 ms as 8 separate models (1 thread); vmap also needs one model class for the whole
+stack, where members of different kinds share one pass here. ``make bench``: the 8 models
+of reproduce.toml train 1.86x faster as one stack than one at a time on one CPU thread
+(benchmarks/results/train_speed.json). ``precision="bf16"`` autocasts the training forward
+pass only; weights, Adam and the validation pass stay fp32.
+
+Random streams differ from the pre-ensemble ``train.fit``: there the sources of a job
+shared one shuffle and one noise generator (the male model's draws advanced the female
+model's stream); here each member draws from its own, so two members with the same seed
+and data see the same batches and the same noise.
+
+API::
+
+    Member(name, model: ModelConfig, train: TrainConfig, train_index, val_index,
+           targets_key, seed=None, init=None)
+    group_members(members) -> list[list[Member]]      # which can share one pass
+    fit_ensemble(members, inputs, targets, device=None, state_path=None, on_epoch=None,
+                 precision=None, job="") -> {name: (state_dict, history)}
+    merge_histories({name: history}) -> history of a job (the ``history.json`` format)
+
+How the training stage calls it: normalize the frames of a method's training mixtures once
+(``inputs`` = mixtures / scale, ``targets`` = {source: source / scale}); make one
+``Member`` per model to train - per source in gender mode, per speaker in speaker mode,
+per method of an experiment that shares the STFT setting and manifest - with its frame
+indices (train / validation split of its mixtures) and ``targets_key`` (its source class);
+``group_members`` them; run ``fit_ensemble`` per group (a ``state_path`` per group) under
+``device.single_cpu_thread`` on CPU; save each returned state dict with
+``checkpoint.save_checkpoint`` as today and write ``merge_histories`` of a run's members
+as its ``history.json``. ``train.fit`` is the one-job case.
+
+``state_dict`` loads into ``build_model(member.model, n_bins)`` with ``strict=True``;
+``history`` is the member's list of ``{"epoch", name: {loss, recon, reg, val_recon},
+"seconds"}`` for the epochs it trained (``seconds``: the wall time of the stack's epoch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torch.optim.adam import adam
+
+from sepvae.config import ModelConfig, TrainConfig
+from sepvae.errors import SepvaeError
+from sepvae.io import atomic_output
+from sepvae.models import (
+    VAE,
+    ITLAE,
+    MODELS,
+    build_model,
+    cauchy_schwarz_divergence,
+    euclidean_divergence,
+    gaussian_kl,
+    sample_prior,
+)
+
+EpochCallback = Callable[[str, int, int, dict], None]  # (job, epoch, epochs, logs)
+PRECISIONS = (None, "fp32", "bf16")
+DIVERGENCE_FUNCTIONS = {"cs": cauchy_schwarz_divergence, "euclidean": euclidean_divergence}
+_FUSED_ADAM_DEVICES = ("cpu", "cuda", "mps")
+_VALIDATION_CHUNK = 4096  # validation frames per member per stacked pass
+
+
+@dataclass(eq=False)
+class Member:
+    """One model of an ensemble: what it is, how it trains and on which frames.
+
+    ``train_index`` / ``val_index`` index the frames of the ``inputs`` given to
+    :func:`fit_ensemble`; ``targets_key`` picks its target frames from ``targets``.
+    ``seed`` defaults to ``train.seed``; ``init`` (a ``build_model`` state dict) replaces
+    the seeded initial weights.
+
+    Shape:
+        - train_index: ``(n_train,)``, val_index: ``(n_val,)``, integer
+    """
+
+    name: str
+    model: ModelConfig
+    train: TrainConfig
+    train_index: Tensor
+    val_index: Tensor
+    targets_key: str
+    seed: int | None = None
+    init: dict[str, Tensor] | None = None
+
+    def __post_init__(self):
+        for field_name in ("train_index", "val_index"):
+            index = getattr(self, field_name)
+            if not isinstance(index, Tensor) or index.dim() != 1 or index.is_floating_point():
+                raise ValueError(f"member {self.name!r}: {field_name} must be a 1-d integer tensor")
+            if len(index) == 0:
+                raise ValueError(f"member {self.name!r}: {field_name} is empty")
+        if self.seed is None:
+            self.seed = self.train.seed
+
+
+def _stack_key(member: Member) -> tuple:
+    """Members with equal keys can share one pass: same layer sizes and batch size."""
+    config = member.model
+    return (config.hidden, config.latent, config.decoder_hidden, member.train.batch_size)
+
+
+def group_members(members: list[Member]) -> list[list[Member]]:
+    """Split ``members`` into groups that :func:`fit_ensemble` can train as one stack.
+
+    A stack needs one set of layer sizes and one batch size; kinds, seeds, data, learning
+    rates, epochs and patience may differ within a group. Order is kept.
+    """
+    groups: dict[tuple, list[Member]] = {}
+    for member in members:
+        groups.setdefault(_stack_key(member), []).append(member)
+    return list(groups.values())
+
+
+def merge_histories(histories: dict[str, list[dict]]) -> list[dict]:
+    """Per-member histories as one job history: per epoch, every member that trained."""
+    epochs: dict[int, dict] = {}
+    for history in histories.values():
+        for logs in history:
+            merged = epochs.setdefault(logs["epoch"], {"epoch": logs["epoch"]})
+            merged.update({k: v for k, v in logs.items() if k not in ("epoch", "seconds")})
+            merged["seconds"] = logs["seconds"]
+    return [epochs[e] for e in sorted(epochs)]
+
+
+def _linear_names(model: nn.Module) -> list[str]:
+    """The Linear layers of a FrameAutoencoder in forward order: encoder, head, decoder."""
+    return [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+
+
+class _Stack:
+    """The running members' weights as ``(members, in, out)`` tensors and their Adam state.
+
+    ``params`` alternates weight ``(M, in, out)`` and bias ``(M, 1, out)`` per layer:
+    ``len(hidden)`` encoder layers, the latent head, then the decoder layers.
+    """
+
+    def __init__(self, members: list[Member], n_bins: int, device: torch.device):
+        self.members = members
+        config = members[0].model
+        self.n_encoder = len(config.hidden)
+        self.latent = config.latent
+        self.heads = max(MODELS[m.model.name].n_heads for m in members)
+        self.device = device
+        models = [self._initial_model(m, n_bins) for m in members]
+        self.names = _linear_names(models[0])
+        layers = [[dict(model.named_modules())[name] for name in self.names] for model in models]
+        self.params: list[Tensor] = []
+        for i in range(len(self.names)):
+            out_features = layers[0][i].out_features
+            if i == self.n_encoder:  # the head: padded to the widest member's
+                out_features = self.heads * self.latent
+            weight = torch.zeros(len(members), layers[0][i].in_features, out_features)
+            bias = torch.zeros(len(members), 1, out_features)
+            for k, member_layers in enumerate(layers):
+                width = member_layers[i].out_features
+                weight[k, :, :width] = member_layers[i].weight.detach().T
+                bias[k, 0, :width] = member_layers[i].bias.detach()
+            self.params += [weight.to(device).requires_grad_(), bias.to(device).requires_grad_()]
+        self.exp_avg = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+        # One Adam step counter per member and tensor: the functional Adam increments
+        # each counter it is given once per call.
+        self.steps = [[torch.zeros((), device=device) for _ in self.params] for _ in members]
+        self.best = [p.detach().clone() for p in self.params]
+        self._index_members()
+
+    @staticmethod
+    def _initial_model(member: Member, n_bins: int) -> nn.Module:
+        # build_model's init draws from the global RNG: seed it, and leave the caller's
+        # global RNG as it was.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(member.seed)
+            model = build_model(member.model, n_bins)
+        if member.init is not None:
+            model.load_state_dict(member.init, strict=True)
+        return model
+
+    def _index_members(self):
+        """What follows from the member list, redone when it shrinks: per-member loss
+        constants ``(M,)`` on the device, kind groups, Adam views, validation indices."""
+        configs = [m.model for m in self.members]
+        is_vae = [_is_kind(c, VAE) for c in configs]
+        is_itl = [_is_kind(c, ITLAE) for c in configs]
+        device = self.device
+        self.is_vae = torch.tensor(is_vae, device=device)
+        self.noise_scale = torch.tensor(
+            [c.eps_std if v else 0.0 for c, v in zip(configs, is_vae)], device=device
+        )[:, None, None]
+        self.reg_weight = torch.tensor(
+            [c.beta if v else c.itl_lambda if i else 0.0 for c, v, i in zip(configs, is_vae, is_itl)],
+            device=device,
+        )
+        self.vae_positions = [k for k, v in enumerate(is_vae) if v]
+        self.itl_groups = {}  # divergence -> (positions list, positions tensor, sigma (K,))
+        for kind in DIVERGENCE_FUNCTIONS:
+            positions = [k for k, c in enumerate(configs) if is_itl[k] and c.divergence == kind]
+            if positions:
+                sigma = [configs[k].kernel_sigma or math.sqrt(configs[k].latent) for k in positions]
+                self.itl_groups[kind] = (
+                    positions,
+                    torch.tensor(positions, device=device),
+                    torch.tensor(sigma, device=device),
+                )
+        # Each member's (weights, Adam averages, Adam squared averages) as views of the
+        # stacked tensors, made once: the optimizer steps them in place.
+        per_tensor = [[t.detach().unbind(0) for t in ts] for ts in (self.params, self.exp_avg, self.exp_avg_sq)]
+        self.slices = [[[views[k] for views in kind] for kind in per_tensor] for k in range(len(self.members))]
+        # Validation frames of every member, padded to the longest with its first frame.
+        indices = [m.val_index.to(device) for m in self.members] or [torch.zeros(1, dtype=torch.long, device=device)]
+        longest = max(len(i) for i in indices)
+        self.val_index = torch.stack([torch.cat([i, i[:1].expand(longest - len(i))]) for i in indices])
+        self.val_lengths = torch.tensor([len(i) for i in indices], device=device)
+        self.lr_groups: dict[float, list[int]] = {}
+        for k, member in enumerate(self.members):
+            self.lr_groups.setdefault(member.train.lr, []).append(k)
+
+    def keep(self, positions: list[int]) -> None:
+        """Drop the members not at ``positions`` (they are done)."""
+        index = torch.tensor(positions, dtype=torch.long, device=self.device)
+        with torch.no_grad():
+            for tensors in (self.params, self.exp_avg, self.exp_avg_sq, self.best):
+                tensors[:] = [t.index_select(0, index) for t in tensors]
+        for param in self.params:
+            param.requires_grad_()
+        self.steps = [self.steps[k] for k in positions]
+        self.members = [self.members[k] for k in positions]
+        self._index_members()
+
+    def forward(self, mixture: Tensor, eps: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The latent head's output and the estimate of every member.
+
+        ``eps`` (VAE noise, zero rows for other members) samples z; None decodes the mean.
+
+        Shape:
+            - mixture: ``(M, batch, n_bins)``; eps: ``(M, batch, latent)``
+            - output: ``(M, batch, heads * latent)``, ``(M, batch, n_bins)``
+        """
+        weights, biases = self.params[0::2], self.params[1::2]
+        hidden = mixture
+        for weight, bias in zip(weights[: self.n_encoder], biases[: self.n_encoder]):
+            # In place: baddbmm's backward needs its inputs, not its output.
+            hidden = torch.baddbmm(bias, hidden, weight).relu_()
+        encoded = torch.baddbmm(biases[self.n_encoder], hidden, weights[self.n_encoder])
+        z = encoded[..., : self.latent]
+        if eps is not None and self.heads == 2:
+            logvar = encoded[..., self.latent :]
+            z = z + self.noise_scale * torch.exp(0.5 * logvar) * eps
+        decoder = list(zip(weights[self.n_encoder + 1 :], biases[self.n_encoder + 1 :]))
+        for i, (weight, bias) in enumerate(decoder):
+            z = torch.baddbmm(bias, z, weight)
+            if i < len(decoder) - 1:
+                z = z.relu_()
+        return encoded, F.softplus(z)
+
+    def losses(
+        self, encoded: Tensor, estimate: Tensor, target: Tensor, mask: Tensor, prior: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Each member's (loss, recon, reg) on its rows of the batch (``mask``).
+
+        The same terms as ``FrameAutoencoder.forward``: recon summed over bins and averaged
+        over the member's frames; the KL likewise; the ITL divergence over the member's
+        codes and as many prior samples.
+
+        Shape:
+            - encoded: ``(M, batch, heads * latent)``; estimate, target: ``(M, batch, n_bins)``
+            - mask: ``(M, batch)`` bool; prior: ``(K, batch, latent)`` (the ITL-AE members)
+            - output: three ``(M,)``
+        """
+        weight = mask.to(estimate.dtype)
+        count = weight.sum(-1)
+        recon = ((estimate - target).pow(2).sum(-1) * weight).sum(-1) / count
+        reg = torch.zeros_like(recon)
+        if self.vae_positions:
+            mu, logvar = encoded[..., : self.latent], encoded[..., self.latent :]
+            kl = (gaussian_kl(mu, logvar) * weight).sum(-1) / count
+            reg = torch.where(self.is_vae, kl, reg)
+        start = 0
+        for kind, (positions, index, sigma) in self.itl_groups.items():
+            codes = encoded[index, :, : self.latent]
+            samples = prior[start : start + len(positions)]
+            divergence = DIVERGENCE_FUNCTIONS[kind](codes, samples, sigma, mask[index])
+            reg = reg.index_put((index,), divergence)
+            start += len(positions)
+        return recon + self.reg_weight * reg, recon, reg
+
+    def adam_step(self, grads: list[Tensor], stepping: list[int], fused: bool) -> None:
+        """torch's Adam on the slices of the members at ``stepping``, one call per lr."""
+        for lr, group in self.lr_groups.items():
+            members = [k for k in group if k in stepping]
+            if not members:
+                continue
+            grad_slices = [g.unbind(0) for g in grads]
+            adam(
+                [p for k in members for p in self.slices[k][0]],
+                [g[k] for k in members for g in grad_slices],
+                [m for k in members for m in self.slices[k][1]],
+                [v for k in members for v in self.slices[k][2]],
+                [],
+                [s for k in members for s in self.steps[k]],
+                fused=fused, foreach=False if not fused else None,
+                amsgrad=False, beta1=0.9, beta2=0.999, lr=lr, weight_decay=0.0, eps=1e-8,
+                maximize=False,
+            )
+
+    def state_dict_of(self, k: int, tensors: list[Tensor]) -> dict[str, Tensor]:
+        """Member ``k``'s weights from ``tensors`` (``params`` or ``best``) as a
+        ``build_model`` state dict, on the CPU."""
+        width = MODELS[self.members[k].model.name].n_heads * self.latent
+        state = {}
+        for i, name in enumerate(self.names):
+            weight, bias = tensors[2 * i][k], tensors[2 * i + 1][k, 0]
+            if i == self.n_encoder:
+                weight, bias = weight[:, :width], bias[:width]
+            state[f"{name}.weight"] = weight.T.detach().cpu().clone()
+            state[f"{name}.bias"] = bias.detach().cpu().clone()
+        return state
+
+
+def _is_kind(config: ModelConfig, cls: type) -> bool:
+    """Whether ``config.name`` builds a ``cls`` (the VAE family, the ITL-AE)."""
+    return issubclass(MODELS[config.name], cls)
+
+
+def _check_inputs(members, inputs, targets) -> int:
+    if not members:
+        raise ValueError("fit_ensemble needs at least one member")
+    if inputs.dim() != 2:
+        raise ValueError(f"inputs must be (frames, bins), got shape {tuple(inputs.shape)}")
+    names = [m.name for m in members]
+    if len(set(names)) != len(names):
+        raise ValueError(f"member names must be unique, got {names}")
+    if len({_stack_key(m) for m in members}) != 1:
+        raise ValueError(
+            "members of one stack need the same layer sizes and batch size; split them with "
+            "group_members"
+        )
+    for member in members:
+        if member.targets_key not in targets:
+            raise ValueError(f"member {member.name!r}: no targets {member.targets_key!r}")
+        for index in (member.train_index, member.val_index):
+            if int(index.min()) < 0 or int(index.max()) >= len(inputs):
+                raise ValueError(f"member {member.name!r}: frame index out of range 0..{len(inputs) - 1}")
+    for key, target in targets.items():
+        if target.shape != inputs.shape:
+            raise ValueError(f"targets {key!r} shape {tuple(target.shape)} != inputs shape {tuple(inputs.shape)}")
+    return inputs.shape[1]
+
+
+def _epoch_batches(stack: _Stack, shuffles: list[torch.Generator], batch: int):
+    """This epoch's batches of every member: frame indices, row masks, real rows per step.
+
+    A member past its last batch gets all-True mask rows (finite, ignored losses) and zero
+    real rows; it takes no step there.
+
+    Shape:
+        - index, mask: ``(steps, M, batch)``; rows: ``(steps, M)``; steps_of: M ints
+    """
+    orders = [m.train_index.cpu()[torch.randperm(len(m.train_index), generator=g)] for m, g in zip(stack.members, shuffles)]
+    steps_of = [math.ceil(len(order) / batch) for order in orders]
+    steps = max(steps_of)
+    index = torch.zeros(len(orders), steps * batch, dtype=torch.long)
+    position = torch.arange(steps * batch)
+    mask = torch.zeros(len(orders), steps * batch, dtype=torch.bool)
+    for k, order in enumerate(orders):
+        index[k, : len(order)] = order
+        index[k, len(order) :] = order[0]  # padding: any real frame keeps the losses finite
+        mask[k] = (position < len(order)) | (position >= steps_of[k] * batch)
+    real = (position[None, :] < torch.tensor([len(o) for o in orders])[:, None]).float()
+    rows = real.view(len(orders), steps, batch).sum(-1).T
+    to_steps = lambda t: t.view(len(orders), steps, batch).transpose(0, 1).contiguous()  # noqa: E731
+    return to_steps(index), to_steps(mask), rows, steps_of
+
+
+def _validation_losses(stack: _Stack, inputs: Tensor, targets: Tensor, keys: Tensor) -> Tensor:
+    """Each member's mean over its validation frames of the deterministic estimate's summed
+    squared error (the decoder fed the code or the VAE's mean), as ``train.fit`` logged it.
+
+    Shape:
+        - inputs: ``(frames, bins)``; targets: ``(keys, frames, bins)``; keys: ``(M,)``
+        - output: ``(M,)``
+    """
+    padded, lengths = stack.val_index, stack.val_lengths
+    total = inputs.new_zeros(len(lengths))
+    with torch.no_grad():
+        for start in range(0, padded.shape[1], _VALIDATION_CHUNK):
+            index = padded[:, start : start + _VALIDATION_CHUNK]
+            position = torch.arange(start, start + index.shape[1], device=inputs.device)
+            _, estimate = stack.forward(inputs[index], None)
+            error = (estimate.float() - targets[keys[:, None], index]).pow(2).sum(-1)
+            total += (error * (position[None, :] < lengths[:, None])).sum(-1)
+    return total / lengths
+
+
+def _autocast(device: torch.device, precision: str | None):
+    """bf16 autocast for the forward pass where asked; the weights and Adam stay fp32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; use fp32 or bf16")
+    if precision != "bf16":
+        return contextlib.nullcontext()
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise SepvaeError("--precision bf16 asked for, but this CUDA GPU has no bf16")
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def fit_ensemble(
+    members: list[Member],
+    inputs: Tensor,
+    targets: dict[str, Tensor],
+    device: torch.device | str | None = None,
+    state_path: Path | None = None,
+    on_epoch: EpochCallback | None = None,
+    precision: str | None = None,
+    job: str = "",
+) -> dict[str, tuple[dict[str, Tensor], list[dict]]]:
+    """Train ``members`` as one stacked pass; returns ``{name: (best state dict, history)}``.
+
+    ``inputs`` (normalized mixture frames) and ``targets`` are copied to ``device`` once
+    (default: the device of ``inputs``); every batch is an index into them. ``on_epoch``
+    gets ``(job, epoch, most epochs of any member, logs)`` after each epoch with the logs of
+    the members that trained in it. With ``state_path`` the full state is saved after every
+    epoch and a run finding it resumes there, ending with the same weights as an
+    uninterrupted run. ``precision="bf16"`` runs the forward pass under bf16 autocast.
+
+    Raises:
+        ValueError: members that cannot share a stack, indices out of range, bad shapes.
+        SepvaeError: a member's loss is not finite (naming the member and the epoch).
+
+    Shape:
+        - inputs: ``(frames, n_bins)``; targets: key -> ``(frames, n_bins)``
+    """
+    n_bins = _check_inputs(members, inputs, targets)
+    device = torch.device(device) if device is not None else inputs.device
+    autocast = _autocast(device, precision)
+    fused = device.type in _FUSED_ADAM_DEVICES
+    batch = members[0].train.batch_size
+    inputs = inputs.to(device)
+    keys = sorted({m.targets_key for m in members})
+    target_stack = torch.stack([targets[k].to(device) for k in keys])  # (keys, frames, bins)
+    stack = _Stack(members, n_bins, device)
+    shuffles = {m.name: torch.Generator().manual_seed(m.seed) for m in members}
+    noises = {m.name: torch.Generator(device=device).manual_seed(m.seed + 1) for m in members}
+    best = {m.name: math.inf for m in members}
+    since_best = {m.name: 0 for m in members}
+    histories: dict[str, list[dict]] = {m.name: [] for m in members}
+    results: dict[str, dict[str, Tensor]] = {}
+    epoch = 1
+    if state_path is not None and Path(state_path).is_file():
+        epoch = _resume(stack, torch.load(state_path, map_location=device, weights_only=True),
+                        shuffles, noises, best, since_best, histories, results)
+    most_epochs = max(m.train.epochs for m in members)
+    while stack.members:
+        started = time.perf_counter()
+        names = [m.name for m in stack.members]
+        key_of = torch.tensor([keys.index(m.targets_key) for m in stack.members], device=device)
+        index, mask, rows, steps_of = _epoch_batches(stack, [shuffles[n] for n in names], batch)
+        index, mask, rows = index.to(device), mask.to(device), rows.to(device)
+        latent = stack.latent
+        eps = torch.zeros(len(names), batch, latent, device=device) if stack.vae_positions else None
+        itl = [k for positions, _, _ in stack.itl_groups.values() for k in positions]
+        prior = torch.empty(len(itl), batch, latent, device=device) if itl else None
+        sums = torch.zeros(len(names), 3, device=device)
+        for step in range(len(rows)):
+            stepping = [k for k in range(len(names)) if step < steps_of[k]]
+            # Each member draws its noise only on its own steps, from its own generator,
+            # so its stream is the same as when it trains alone.
+            for k in stack.vae_positions:
+                if step < steps_of[k]:
+                    eps[k].normal_(generator=noises[names[k]])
+            for j, k in enumerate(itl):
+                if step < steps_of[k]:
+                    prior[j] = sample_prior(stack.members[k].model.prior, batch, latent,
+                                            generator=noises[names[k]], device=device)
+            frames = index[step]
+            with autocast:
+                encoded, estimate = stack.forward(inputs[frames], eps)
+            loss, recon, reg = stack.losses(encoded.float(), estimate.float(),
+                                            target_stack[key_of[:, None], frames], mask[step], prior)
+            # Members past their last batch add nothing: their gradient is zero and they
+            # are left out of the Adam step.
+            grads = torch.autograd.grad((loss * (rows[step] > 0)).sum(), stack.params)
+            with torch.no_grad():
+                stack.adam_step(grads, stepping, fused)
+                sums += torch.stack([loss, recon, reg], 1).detach() * rows[step][:, None]
+        # One host sync per epoch: the logs, the NaN guard and early stopping need numbers.
+        sums = (sums / torch.tensor([len(m.train_index) for m in stack.members], device=device)[:, None]).tolist()
+        stack_val = _validation_losses(stack, inputs, target_stack, key_of)
+        val = stack_val.tolist()
+        seconds = time.perf_counter() - started
+        logs: dict = {"epoch": epoch}
+        improved = []
+        for k, member in enumerate(stack.members):
+            loss, recon, reg = sums[k]
+            if not all(math.isfinite(v) for v in (loss, recon, reg)):
+                raise SepvaeError(
+                    f"training {job or 'model'} ({member.name}): loss became {loss} at epoch "
+                    f"{epoch}; lower the learning rate (now {member.train.lr}) or check the "
+                    f"training data"
+                )
+            improved.append(val[k] < best[member.name])
+            if improved[-1]:
+                best[member.name], since_best[member.name] = val[k], 0
+            else:
+                since_best[member.name] += 1
+            logs[member.name] = {"loss": loss, "recon": recon, "reg": reg, "val_recon": val[k]}
+            histories[member.name].append(
+                {"epoch": epoch, member.name: logs[member.name], "seconds": seconds})
+        logs["seconds"] = seconds
+        with torch.no_grad():
+            better = torch.tensor(improved, device=device)
+            for kept, current in zip(stack.best, stack.params):
+                kept.copy_(torch.where(better.view(-1, *[1] * (current.dim() - 1)), current, kept))
+        going_on = []
+        for k, member in enumerate(stack.members):
+            if epoch < member.train.epochs and since_best[member.name] < member.train.patience:
+                going_on.append(k)
+            else:
+                results[member.name] = stack.state_dict_of(k, stack.best)
+        if len(going_on) < len(stack.members):
+            stack.keep(going_on)
+        if state_path is not None:
+            _save(state_path, stack, epoch, shuffles, noises, best, since_best, histories, results)
+        if on_epoch:
+            on_epoch(job, epoch, most_epochs, logs)
+        epoch += 1
+    return {m.name: (results[m.name], histories[m.name]) for m in members}
+
+
+def _save(path, stack, epoch, shuffles, noises, best, since_best, histories, results) -> None:
+    running = [m.name for m in stack.members]
+    state = {
+        "epoch": epoch,
+        "running": running,
+        "params": stack.params, "exp_avg": stack.exp_avg, "exp_avg_sq": stack.exp_avg_sq,
+        "best_params": stack.best,
+        "steps": [torch.stack(s) for s in stack.steps],
+        "shuffles": {n: g.get_state() for n, g in shuffles.items()},
+        "noises": {n: g.get_state() for n, g in noises.items()},
+        "best": best, "since_best": since_best, "histories": histories, "results": results,
+    }
+    with atomic_output(Path(path)) as tmp:
+        torch.save(state, tmp)
+
+
+def _resume(stack, state, shuffles, noises, best, since_best, histories, results) -> int:
+    """Load a saved state into the fresh ``stack`` and the per-member records; returns the
+    epoch to run next."""
+    if set(state["shuffles"]) != set(shuffles):
+        raise SepvaeError(
+            f"saved training state is for members {sorted(state['shuffles'])}, not {sorted(shuffles)}"
+        )
+    names = [m.name for m in stack.members]
+    stack.keep([names.index(n) for n in state["running"]])
+    with torch.no_grad():
+        saved_tensors = ("params", "exp_avg", "exp_avg_sq", "best_params")
+        for tensors, name in zip((stack.params, stack.exp_avg, stack.exp_avg_sq, stack.best), saved_tensors):
+            for tensor, value in zip(tensors, state[name]):
+                tensor.copy_(value)
+        for counters, saved in zip(stack.steps, state["steps"]):
+            for counter, value in zip(counters, saved):
+                counter.copy_(value)
+    for name, generator in shuffles.items():
+        generator.set_state(state["shuffles"][name].cpu())
+    for name, generator in noises.items():
+        generator.set_state(state["noises"][name].cpu())
+    best.update(state["best"])
+    since_best.update(state["since_best"])
+    histories.update(state["histories"])
+    results.update(state["results"])
+    return state["epoch"] + 1

@@ -11,13 +11,7 @@ import torch
 
 from sepvae.config import STFT_SETTINGS, ModelConfig, StftConfig, model_config
 from sepvae.errors import SepvaeError
-from sepvae.models import (
-    ITLAE,
-    MODELS,
-    VAE,
-    FrameAutoencoder,
-    ModelOutput,
-    build_model,
+from sepvae.losses import (
     cauchy_schwarz_divergence,
     euclidean_divergence,
     gaussian_kl,
@@ -25,6 +19,7 @@ from sepvae.models import (
     reconstruction_loss,
     sample_prior,
 )
+from sepvae.models import ITLAE, MODELS, VAE, FrameAutoencoder, ModelOutput, build_model
 
 MODEL_NAMES = ("vae", "beta-vae", "itl-ae", "ae")
 # Small networks so that training tests take a fraction of a second.

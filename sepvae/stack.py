@@ -1,0 +1,275 @@
+"""The weights of an ensemble's running members as stacked tensors (see :mod:`sepvae.ensemble`).
+
+A :class:`Member` says what one model is and on which frames it trains; members with the
+same layer sizes and batch size (:func:`group_members`) share a :class:`Stack`: their
+weights as ``(members, in, out)`` tensors, one ``baddbmm`` forward for all, per-member
+losses, and Adam applied to each member's slices.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torch.optim.adam import adam
+
+from sepvae.config import ModelConfig, TrainConfig
+from sepvae.losses import cauchy_schwarz_divergence, euclidean_divergence, gaussian_kl
+from sepvae.models import ITLAE, MODELS, VAE, build_model
+
+DIVERGENCE_FUNCTIONS = {"cs": cauchy_schwarz_divergence, "euclidean": euclidean_divergence}
+
+
+@dataclass(eq=False)
+class Member:
+    """One model of an ensemble: what it is, how it trains and on which frames.
+
+    ``train_index`` / ``val_index`` index the frames of the ``inputs`` given to
+    :func:`fit_ensemble`; ``targets_key`` picks its target frames from ``targets``.
+    ``seed`` defaults to ``train.seed``; ``init`` (a ``build_model`` state dict) replaces
+    the seeded initial weights.
+
+    Shape:
+        - train_index: ``(n_train,)``, val_index: ``(n_val,)``, integer
+    """
+
+    name: str
+    model: ModelConfig
+    train: TrainConfig
+    train_index: Tensor
+    val_index: Tensor
+    targets_key: str
+    seed: int | None = None
+    init: dict[str, Tensor] | None = None
+
+    def __post_init__(self):
+        for field_name in ("train_index", "val_index"):
+            index = getattr(self, field_name)
+            if not isinstance(index, Tensor) or index.dim() != 1 or index.is_floating_point():
+                raise ValueError(f"member {self.name!r}: {field_name} must be a 1-d integer tensor")
+            if len(index) == 0:
+                raise ValueError(f"member {self.name!r}: {field_name} is empty")
+        if self.seed is None:
+            self.seed = self.train.seed
+
+
+def stack_key(member: Member) -> tuple:
+    """Members with equal keys can share one pass: same layer sizes and batch size."""
+    config = member.model
+    return (config.hidden, config.latent, config.decoder_hidden, member.train.batch_size)
+
+
+def group_members(members: list[Member]) -> list[list[Member]]:
+    """Split ``members`` into groups that :func:`fit_ensemble` can train as one stack.
+
+    A stack needs one set of layer sizes and one batch size; kinds, seeds, data, learning
+    rates, epochs and patience may differ within a group. Order is kept.
+    """
+    groups: dict[tuple, list[Member]] = {}
+    for member in members:
+        groups.setdefault(stack_key(member), []).append(member)
+    return list(groups.values())
+
+
+def _linear_names(model: nn.Module) -> list[str]:
+    """The Linear layers of a FrameAutoencoder in forward order: encoder, head, decoder."""
+    return [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+
+
+class Stack:
+    """The running members' weights as ``(members, in, out)`` tensors and their Adam state.
+
+    ``params`` alternates weight ``(M, in, out)`` and bias ``(M, 1, out)`` per layer:
+    ``len(hidden)`` encoder layers, the latent head, then the decoder layers.
+    """
+
+    def __init__(self, members: list[Member], n_bins: int, device: torch.device):
+        self.members = members
+        config = members[0].model
+        self.n_encoder = len(config.hidden)
+        self.latent = config.latent
+        self.heads = max(MODELS[m.model.name].n_heads for m in members)
+        self.device = device
+        models = [self._initial_model(m, n_bins) for m in members]
+        self.names = _linear_names(models[0])
+        layers = [[dict(model.named_modules())[name] for name in self.names] for model in models]
+        self.params: list[Tensor] = []
+        for i in range(len(self.names)):
+            out_features = layers[0][i].out_features
+            if i == self.n_encoder:  # the head: padded to the widest member's
+                out_features = self.heads * self.latent
+            weight = torch.zeros(len(members), layers[0][i].in_features, out_features)
+            bias = torch.zeros(len(members), 1, out_features)
+            for k, member_layers in enumerate(layers):
+                width = member_layers[i].out_features
+                weight[k, :, :width] = member_layers[i].weight.detach().T
+                bias[k, 0, :width] = member_layers[i].bias.detach()
+            self.params += [weight.to(device).requires_grad_(), bias.to(device).requires_grad_()]
+        self.exp_avg = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+        # One Adam step counter per member and tensor: the functional Adam increments
+        # each counter it is given once per call.
+        self.steps = [[torch.zeros((), device=device) for _ in self.params] for _ in members]
+        self.best = [p.detach().clone() for p in self.params]
+        self._index_members()
+
+    @staticmethod
+    def _initial_model(member: Member, n_bins: int) -> nn.Module:
+        # build_model's init draws from the global RNG: seed it, and leave the caller's
+        # global RNG as it was.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(member.seed)
+            model = build_model(member.model, n_bins)
+        if member.init is not None:
+            model.load_state_dict(member.init, strict=True)
+        return model
+
+    def _index_members(self):
+        """What follows from the member list, redone when it shrinks: per-member loss
+        constants ``(M,)`` on the device, kind groups, Adam views, validation indices."""
+        configs = [m.model for m in self.members]
+        is_vae = [_is_kind(c, VAE) for c in configs]
+        is_itl = [_is_kind(c, ITLAE) for c in configs]
+        device = self.device
+        self.is_vae = torch.tensor(is_vae, device=device)
+        self.noise_scale = torch.tensor(
+            [c.eps_std if v else 0.0 for c, v in zip(configs, is_vae)], device=device
+        )[:, None, None]
+        self.reg_weight = torch.tensor(
+            [c.beta if v else c.itl_lambda if i else 0.0 for c, v, i in zip(configs, is_vae, is_itl)],
+            device=device,
+        )
+        self.vae_positions = [k for k, v in enumerate(is_vae) if v]
+        self.itl_groups = {}  # divergence -> (positions list, positions tensor, sigma (K,))
+        for kind in DIVERGENCE_FUNCTIONS:
+            positions = [k for k, c in enumerate(configs) if is_itl[k] and c.divergence == kind]
+            if positions:
+                sigma = [configs[k].kernel_sigma or math.sqrt(configs[k].latent) for k in positions]
+                self.itl_groups[kind] = (
+                    positions,
+                    torch.tensor(positions, device=device),
+                    torch.tensor(sigma, device=device),
+                )
+        # Each member's (weights, Adam averages, Adam squared averages) as views of the
+        # stacked tensors, made once: the optimizer steps them in place.
+        per_tensor = [[t.detach().unbind(0) for t in ts] for ts in (self.params, self.exp_avg, self.exp_avg_sq)]
+        self.slices = [[[views[k] for views in kind] for kind in per_tensor] for k in range(len(self.members))]
+        # Validation frames of every member, padded to the longest with its first frame.
+        indices = [m.val_index.to(device) for m in self.members] or [torch.zeros(1, dtype=torch.long, device=device)]
+        longest = max(len(i) for i in indices)
+        self.val_index = torch.stack([torch.cat([i, i[:1].expand(longest - len(i))]) for i in indices])
+        self.val_lengths = torch.tensor([len(i) for i in indices], device=device)
+        self.lr_groups: dict[float, list[int]] = {}
+        for k, member in enumerate(self.members):
+            self.lr_groups.setdefault(member.train.lr, []).append(k)
+
+    def keep(self, positions: list[int]) -> None:
+        """Drop the members not at ``positions`` (they are done)."""
+        index = torch.tensor(positions, dtype=torch.long, device=self.device)
+        with torch.no_grad():
+            for tensors in (self.params, self.exp_avg, self.exp_avg_sq, self.best):
+                tensors[:] = [t.index_select(0, index) for t in tensors]
+        for param in self.params:
+            param.requires_grad_()
+        self.steps = [self.steps[k] for k in positions]
+        self.members = [self.members[k] for k in positions]
+        self._index_members()
+
+    def forward(self, mixture: Tensor, eps: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The latent head's output and the estimate of every member.
+
+        ``eps`` (VAE noise, zero rows for other members) samples z; None decodes the mean.
+
+        Shape:
+            - mixture: ``(M, batch, n_bins)``; eps: ``(M, batch, latent)``
+            - output: ``(M, batch, heads * latent)``, ``(M, batch, n_bins)``
+        """
+        weights, biases = self.params[0::2], self.params[1::2]
+        hidden = mixture
+        for weight, bias in zip(weights[: self.n_encoder], biases[: self.n_encoder]):
+            # In place: baddbmm's backward needs its inputs, not its output.
+            hidden = torch.baddbmm(bias, hidden, weight).relu_()
+        encoded = torch.baddbmm(biases[self.n_encoder], hidden, weights[self.n_encoder])
+        z = encoded[..., : self.latent]
+        if eps is not None and self.heads == 2:
+            logvar = encoded[..., self.latent :]
+            z = z + self.noise_scale * torch.exp(0.5 * logvar) * eps
+        decoder = list(zip(weights[self.n_encoder + 1 :], biases[self.n_encoder + 1 :]))
+        for i, (weight, bias) in enumerate(decoder):
+            z = torch.baddbmm(bias, z, weight)
+            if i < len(decoder) - 1:
+                z = z.relu_()
+        return encoded, F.softplus(z)
+
+    def losses(
+        self, encoded: Tensor, estimate: Tensor, target: Tensor, mask: Tensor, prior: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Each member's (loss, recon, reg) on its rows of the batch (``mask``).
+
+        The same terms as ``FrameAutoencoder.forward``: recon summed over bins and averaged
+        over the member's frames; the KL likewise; the ITL divergence over the member's
+        codes and as many prior samples.
+
+        Shape:
+            - encoded: ``(M, batch, heads * latent)``; estimate, target: ``(M, batch, n_bins)``
+            - mask: ``(M, batch)`` bool; prior: ``(K, batch, latent)`` (the ITL-AE members)
+            - output: three ``(M,)``
+        """
+        weight = mask.to(estimate.dtype)
+        count = weight.sum(-1)
+        recon = ((estimate - target).pow(2).sum(-1) * weight).sum(-1) / count
+        reg = torch.zeros_like(recon)
+        if self.vae_positions:
+            mu, logvar = encoded[..., : self.latent], encoded[..., self.latent :]
+            kl = (gaussian_kl(mu, logvar) * weight).sum(-1) / count
+            reg = torch.where(self.is_vae, kl, reg)
+        start = 0
+        for kind, (positions, index, sigma) in self.itl_groups.items():
+            codes = encoded[index, :, : self.latent]
+            samples = prior[start : start + len(positions)]
+            divergence = DIVERGENCE_FUNCTIONS[kind](codes, samples, sigma, mask[index])
+            reg = reg.index_put((index,), divergence)
+            start += len(positions)
+        return recon + self.reg_weight * reg, recon, reg
+
+    def adam_step(self, grads: list[Tensor], stepping: list[int], fused: bool) -> None:
+        """torch's Adam on the slices of the members at ``stepping``, one call per lr."""
+        for lr, group in self.lr_groups.items():
+            members = [k for k in group if k in stepping]
+            if not members:
+                continue
+            grad_slices = [g.unbind(0) for g in grads]
+            adam(
+                [p for k in members for p in self.slices[k][0]],
+                [g[k] for k in members for g in grad_slices],
+                [m for k in members for m in self.slices[k][1]],
+                [v for k in members for v in self.slices[k][2]],
+                [],
+                [s for k in members for s in self.steps[k]],
+                fused=fused, foreach=False if not fused else None,
+                amsgrad=False, beta1=0.9, beta2=0.999, lr=lr, weight_decay=0.0, eps=1e-8,
+                maximize=False,
+            )
+
+    def state_dict_of(self, k: int, tensors: list[Tensor]) -> dict[str, Tensor]:
+        """Member ``k``'s weights from ``tensors`` (``params`` or ``best``) as a
+        ``build_model`` state dict, on the CPU."""
+        width = MODELS[self.members[k].model.name].n_heads * self.latent
+        state = {}
+        for i, name in enumerate(self.names):
+            weight, bias = tensors[2 * i][k], tensors[2 * i + 1][k, 0]
+            if i == self.n_encoder:
+                weight, bias = weight[:, :width], bias[:width]
+            state[f"{name}.weight"] = weight.T.detach().cpu().clone()
+            state[f"{name}.bias"] = bias.detach().cpu().clone()
+        return state
+
+
+def _is_kind(config: ModelConfig, cls: type) -> bool:
+    """Whether ``config.name`` builds a ``cls`` (the VAE family, the ITL-AE)."""
+    return issubclass(MODELS[config.name], cls)
+
+

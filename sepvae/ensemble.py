@@ -49,15 +49,12 @@ API::
                  precision=None, job="") -> {name: (state_dict, history)}
     merge_histories({name: history}) -> history of a job (the ``history.json`` format)
 
-How the training stage calls it: normalize the frames of a method's training mixtures once
-(``inputs`` = mixtures / scale, ``targets`` = {source: source / scale}); make one
-``Member`` per model to train - per source in gender mode, per speaker in speaker mode,
-per method of an experiment that shares the STFT setting and manifest - with its frame
-indices (train / validation split of its mixtures) and ``targets_key`` (its source class);
-``group_members`` them; run ``fit_ensemble`` per group (a ``state_path`` per group) under
-``device.single_cpu_thread`` on CPU; save each returned state dict with
-``checkpoint.save_checkpoint`` as today and write ``merge_histories`` of a run's members
-as its ``history.json``. ``train.fit`` is the one-job case.
+How the training stage calls it (:func:`sepvae.train.train_plans`): every run still to train
+(each method, sweep point and fold) is planned as its frames, normalized as its networks see
+them, and one ``Member`` per network; the runs' frames are concatenated into one tensor, each
+member's indices pointing into its own run's part; members are stacked by layer and batch
+size (and similar frame counts, so few idle), one ``fit_ensemble`` per stack, and each run
+gets its checkpoints and ``history.json`` back. ``train.fit`` is the one-job case.
 
 ``state_dict`` loads into ``build_model(member.model, n_bins)`` with ``strict=True``;
 ``history`` is the member's list of ``{"epoch", name: {loss, recon, reg, val_recon},

@@ -4,7 +4,8 @@ After nussl's separators, the learned models and the reference methods (the mixt
 own estimate, oracle masks, supervised NMF) share one interface. An entry says
 
 - whether and how the method trains (``train``: fills a run folder from the manifest's
-  training mixtures) and what its trained run depends on (``run_fields``),
+  training mixtures; or ``plan``: networks to train in the stage's stacked ensembles) and
+  what its trained run depends on (``run_fields``),
 - how it separates a test mixture (``separator``: an object with ``masks`` and
   ``separate``),
 - whether it has a per-source network configured by ``[model]`` (``has_model``) and the
@@ -148,10 +149,10 @@ class ModelMask(MixtureSeparator):
         return self._separators[key].mask(spec)
 
 
-def _train_models(method: Method, manifest: Path, out: Path, sample_rate: int, device: str, on_epoch) -> None:
-    from sepvae.train import train_models
+def _plan_models(method: Method, manifest: Path, out: Path, sample_rate: int):
+    from sepvae.train import plan_models
 
-    train_models(method, manifest, out, sample_rate, device, on_epoch)
+    return plan_models(method, manifest, out, sample_rate)
 
 
 def _train_nmf(method: Method, manifest: Path, out: Path, sample_rate: int, device: str, on_epoch) -> None:
@@ -169,6 +170,9 @@ class MethodEntry:
     separator: Callable[[Method, Path | None, int], MixtureSeparator]
     # (method, manifest, run folder, sample rate, device, on_epoch): fill the run folder.
     train: Callable[..., None] | None = None
+    # Or (method, manifest, run folder, sample rate) -> a train.RunPlan: networks the training
+    # stage stacks with the other runs' into few batched ensembles (sepvae.ensemble).
+    plan: Callable[..., Any] | None = None
     # The settings a trained run depends on (beside the training data and sample rate).
     run_fields: Callable[[Method], dict[str, Any]] | None = None
     has_model: bool = False
@@ -177,7 +181,7 @@ class MethodEntry:
 
     @property
     def trains(self) -> bool:
-        return self.train is not None
+        return self.train is not None or self.plan is not None
 
 
 def _model_fields(*loss_fields: str) -> Callable[[Method], dict[str, Any]]:
@@ -201,7 +205,7 @@ def _nmf_fields(method: Method) -> dict[str, Any]:
 
 def _model_entry(kind: str, description: str, loss_fields: tuple[str, ...], **defaults: Any) -> MethodEntry:
     return MethodEntry(
-        kind, description, ModelMask, train=_train_models, run_fields=_model_fields(*loss_fields),
+        kind, description, ModelMask, plan=_plan_models, run_fields=_model_fields(*loss_fields),
         has_model=True, model_defaults=defaults,
     )
 

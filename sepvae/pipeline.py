@@ -76,8 +76,14 @@ def run_of(method: Method, manifest: Path, rate: int, layout: Layout) -> Path | 
 
 
 def train_all(experiment: Experiment, layout: Layout = Layout(), device: str = "auto", on_epoch=None) -> dict[str, Path]:
-    """The training stage: every method that trains, in every fold; label -> run folder."""
-    runs = {}
+    """The training stage: every method that trains, in every fold; label -> run folder.
+
+    The networks of every run still to train (all methods, sweep points and folds) train
+    together in as few stacked ensembles as their sizes allow (:func:`train.train_plans`).
+    """
+    from sepvae.train import train_plans
+
+    runs, plans = {}, {}
     for fold in experiment.folds():
         manifest = find_manifest(fold, layout)
         rate = sample_rate_of(manifest)
@@ -85,10 +91,17 @@ def train_all(experiment: Experiment, layout: Layout = Layout(), device: str = "
             run = run_of(method, manifest, rate, layout)
             if run is None:
                 continue
-            if not is_done(run, model_run=True):
+            runs[_key(method, fold)] = run
+            if run in plans or is_done(run, model_run=True):
+                continue
+            if method.entry.plan is not None:
+                plans[run] = method.entry.plan(method, manifest, run, rate)
+            else:
                 method.entry.train(method, manifest, run, rate, device, on_epoch)
                 mark_done(run)
-            runs[_key(method, fold)] = run
+    train_plans(list(plans.values()), device, on_epoch)
+    for run in plans:
+        mark_done(run)
     return runs
 
 

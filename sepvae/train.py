@@ -9,6 +9,7 @@ checkpoints and the folder's card (:mod:`sepvae.checkpoint`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +20,12 @@ from torch import Tensor
 
 import sepvae
 from sepvae.checkpoint import ModelCard, add_files, read_card, save_checkpoints, save_tensors, verify, write_card
-from sepvae.config import Method, SourceMode, TrainConfig
+from sepvae.config import Method, SourceMode, TrainConfig, config_hash
 from sepvae.io import write_text
-from sepvae.ensemble import EpochCallback, Member, fit_ensemble, merge_histories
+from sepvae.ensemble import EpochCallback, Member, fit_ensemble, group_members, merge_histories
 from sepvae.errors import SepvaeError
-from sepvae.features import FrameSet, concat, fit_normalization, load_frames, remix_frames
+from sepvae.features import FrameSet, Normalization, concat, fit_normalization, load_frames, remix_frames
+from sepvae.models import build_model
 from sepvae.mixing import read_manifest, training_key
 
 
@@ -96,13 +98,13 @@ def training_jobs(frames: FrameSet, source_mode: str) -> dict[str, dict[str, np.
     return jobs
 
 
-def _targets_of(frames: FrameSet, name: str) -> Tensor:
-    """The target frames of model ``name``: a source class, or the class a speaker is in."""
+def _source_of(frames: FrameSet, name: str) -> str:
+    """The source class whose frames model ``name`` estimates: itself, or a speaker's class."""
     if name in frames.sources:
-        return frames.sources[name]
+        return name
     for source, speakers in frames.speakers.items():
         if name in speakers:
-            return frames.sources[source]
+            return source
     raise KeyError(name)
 
 
@@ -115,69 +117,148 @@ def _card(method: Method, manifest: Path, sample_rate: int, n_bins: int, sources
     )
 
 
-def train_models(
-    method: Method,
-    manifest: Path,
-    out: Path,
-    sample_rate: int = 16_000,
-    device: str = "auto",
-    on_epoch: EpochCallback | None = None,
-) -> None:
-    """Train a model method's source models into run folder ``out``.
+@dataclass
+class RunPlan:
+    """A model method's run folder to fill, ready to train: its frames as the networks see
+    them (every job's, training then validation parts) and one ensemble member per model."""
+
+    method: Method
+    out: Path
+    card: ModelCard
+    normalization: Normalization
+    inputs: Tensor  # (frames, bins)
+    targets: dict[str, Tensor]  # source class -> (frames, bins)
+    jobs: dict[str, list[Member]]  # job (gender mode: "all"; speaker mode: a speaker) -> its models
+
+
+def plan_models(method: Method, manifest: Path, out: Path, sample_rate: int = 16_000) -> RunPlan:
+    """What training a model method into run folder ``out`` takes; writes the folder's card.
 
     A job (gender mode: both sources; speaker mode: one speaker) whose checkpoints are
-    already in ``out`` and match its card is not trained again, so an interrupted stage
-    resumes where it stopped.
+    already in ``out`` and match its card is left out, so an interrupted stage resumes
+    where it stopped.
     """
-    from sepvae.device import pick_device, single_cpu_thread
-    from sepvae.models import build_model
-
     if method.model is None:
         raise SepvaeError(f"method {method.label!r} ({method.kind}) has no model to train")
     out.mkdir(parents=True, exist_ok=True)
-    torch_device = pick_device(device)
     mixtures = read_manifest(manifest, "train")
     frames = load_frames(mixtures, method.stft, sample_rate)
     recipe = method.train
     normalization = fit_normalization(frames.mixture, recipe.normalization == "bin", recipe.inputs == "log1p")
     n_bins = normalization.scale.numel()
+    if recipe.remix:  # from the sources of the mixtures trained on, never the held-out ones
+        held_out = set(_held_out(frames.mixture_index, np.ones(len(frames.mixture_index), dtype=bool), recipe).tolist())
+        kept = [m for i, m in enumerate(mixtures) if i not in held_out]
+        frames = concat(frames, remix_frames(kept, method.stft, sample_rate, recipe.remix, recipe.remix_gain_db,
+                                             recipe.seed, first_index=len(mixtures)))
+    original = frames.mixture_index < len(mixtures)  # remixed mixtures are never held out
     jobs = training_jobs(frames, method.source_mode)
     card = _card(method, manifest, sample_rate, n_bins, tuple(sorted(n for members in jobs.values() for n in members)))
     if read_card(out) is None:
         write_card(out, card)  # from the start, so `sepvae models` lists the run in progress
-    for job, members in jobs.items():
-        if all(_intact(out, card.weights_file(name)) for name in members):
+    planned: dict[str, list[Member]] = {}
+    for job, masks in jobs.items():
+        if all(_intact(out, card.weights_file(name)) for name in masks):
             continue
         # In gender mode all models share every frame; in speaker mode a job is one model.
-        mask = next(iter(members.values()))
-        job_mixtures = np.unique(frames.mixture_index[mask])
-        held_out = job_mixtures[_split_mixtures(len(job_mixtures), method.train.val_fraction, method.train.seed)]
-        is_val = np.isin(frames.mixture_index, held_out)
-        torch.manual_seed(method.train.seed)
-        models = {name: build_model(method.model, n_bins).to(torch_device) for name in sorted(members)}
+        mask = next(iter(masks.values()))
+        is_val = np.isin(frames.mixture_index, _held_out(frames.mixture_index, mask & original, recipe))
         train_part, val_part = mask & ~is_val, mask & is_val
         if not val_part.any():  # one mixture only (a rare speaker): validate on what it trains on
             val_part = train_part
-        train_set, val_set = frames.subset(train_part), frames.subset(val_part)
-        if recipe.remix:  # from the sources of the mixtures trained on, never the held-out ones
-            kept = [mixtures[i] for i in np.unique(train_set.mixture_index)]
-            remixed = remix_frames(kept, method.stft, sample_rate, recipe.remix, recipe.remix_gain_db,
-                                   recipe.seed, first_index=len(mixtures))
-            train_set = concat(train_set, remixed)
-        splits = [
-            Split(
-                inputs=normalization.inputs(subset.mixture).to(torch_device),
-                targets={name: normalization.targets(_targets_of(subset, name)).to(torch_device) for name in models},
-            )
-            for subset in (train_set, val_set)
+        torch.manual_seed(recipe.seed)  # the sources of a job draw their initial weights in turn
+        planned[job] = [
+            Member(name, method.model, recipe, torch.from_numpy(np.flatnonzero(train_part)),
+                   torch.from_numpy(np.flatnonzero(val_part)), _source_of(frames, name),
+                   init=build_model(method.model, n_bins).state_dict())
+            for name in sorted(masks)
         ]
-        state_path = out / f"state-{job}.pt"
+    return RunPlan(method, out, card, normalization, normalization.inputs(frames.mixture),
+                   {k: normalization.targets(v) for k, v in frames.sources.items()}, planned)
+
+
+def _held_out(mixture_index: np.ndarray, mask: np.ndarray, recipe: TrainConfig) -> np.ndarray:
+    """The mixtures (indices) of a job held out for validation; remixed ones never are."""
+    job_mixtures = np.unique(mixture_index[mask])
+    return job_mixtures[_split_mixtures(len(job_mixtures), recipe.val_fraction, recipe.seed)]
+
+
+def train_plans(plans: list[RunPlan], device: str = "auto", on_epoch: EpochCallback | None = None,
+                precision: str | None = None) -> None:
+    """Train every job of every plan, as few stacked ensembles as the layer sizes, batch sizes
+    and frame counts allow (runs of several methods, sweep points and folds train together),
+    then write each run's checkpoints, histories and card."""
+    from sepvae.device import pick_device, single_cpu_thread
+
+    torch_device = pick_device(device)
+    plans = [plan for plan in plans if plan.jobs]
+    if not plans:
+        return
+    sources = set(plans[0].targets)
+    if any(set(plan.targets) != sources for plan in plans):
+        raise SepvaeError(f"runs trained together must have the same sources, got {[sorted(p.targets) for p in plans]}")
+    # One frame tensor for all runs, each run's frames (as its networks see them) one after
+    # the other; a member's indices point into its own run's part.
+    all_inputs = torch.cat([plan.inputs for plan in plans]).to(torch_device)
+    all_targets = {k: torch.cat([plan.targets[k] for plan in plans]).to(torch_device) for k in sorted(sources)}
+    members, owner, offset = [], {}, 0
+    for number, plan in enumerate(plans):
+        for job, job_members in plan.jobs.items():
+            for member in job_members:
+                name = f"{number}:{job}:{member.name}"
+                owner[name] = (plan, job, member.name)
+                members.append(dataclasses.replace(
+                    member, name=name, train_index=member.train_index + offset, val_index=member.val_index + offset,
+                ))
+        offset += len(plan.inputs)
+    results: dict[str, tuple] = {}
+    for group in _stacks(members):
+        label = ", ".join(sorted({f"{owner[m.name][0].method.label}" for m in group}))
+        state = plans[0].out.parent / f".stack-{config_hash(sorted(m.name for m in group), [str(p.out) for p in plans])}.pt"
         with single_cpu_thread(torch_device):
-            history = fit(models, splits[0], splits[1], method.train, state_path, on_epoch, job)
-        save_checkpoints(out, {name: normalization.model(model.cpu()) for name, model in models.items()}, card)
-        history_name = "history.json" if job == "all" else f"history-{job}.json"
-        write_text(out / history_name, json.dumps(history, indent=1) + "\n")
-        state_path.unlink(missing_ok=True)
+            results.update(fit_ensemble(group, all_inputs, all_targets, torch_device, state, on_epoch, precision,
+                                        f"{label} ({len(group)} models)"))
+        state.unlink(missing_ok=True)
+    for plan in plans:
+        for job in plan.jobs:
+            names = {member: f"{plans.index(plan)}:{job}:{member}" for member in (m.name for m in plan.jobs[job])}
+            models = {}
+            for member, name in names.items():
+                network = build_model(plan.method.model, plan.card.n_bins)
+                network.load_state_dict(results[name][0])
+                models[member] = plan.normalization.model(network.eval())
+            save_checkpoints(plan.out, models, plan.card)
+            history = merge_histories({member: results[name][1] for member, name in names.items()})
+            write_text(plan.out / ("history.json" if job == "all" else f"history-{job}.json"),
+                       json.dumps(_renamed(history, names), indent=1) + "\n")
+
+
+def _stacks(members: list[Member]) -> list[list[Member]]:
+    """Stacks that waste little: same layer and batch sizes, and frame counts within 1.5x
+    (a member with fewer batches idles in the stack while the others finish their epoch)."""
+    stacks = []
+    for group in group_members(members):
+        group = sorted(group, key=lambda m: len(m.train_index))
+        current = [group[0]]
+        for member in group[1:]:
+            if len(member.train_index) > 1.5 * len(current[0].train_index):
+                stacks.append(current)
+                current = []
+            current.append(member)
+        stacks.append(current)
+    return stacks
+
+
+def _renamed(history: list[dict], names: dict[str, str]) -> list[dict]:
+    """A job's history with the stack's member names replaced by the run's model names."""
+    back = {name: member for member, name in names.items()}
+    return [{back.get(k, k): v for k, v in epoch.items()} for epoch in history]
+
+
+def train_models(method: Method, manifest: Path, out: Path, sample_rate: int = 16_000, device: str = "auto",
+                 on_epoch: EpochCallback | None = None) -> None:
+    """Train a model method's source models into run folder ``out`` (one plan, one stack)."""
+    train_plans([plan_models(method, manifest, out, sample_rate)], device, on_epoch)
 
 
 def _intact(folder: Path, name: str) -> bool:

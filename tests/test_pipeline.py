@@ -258,3 +258,26 @@ def test_export_ships_the_best_model_with_the_medians_it_was_chosen_by(tiny_run,
     assert card_of(out).sources == ("female", "male")
     with pytest.raises(SepvaeError, match="no evaluated gender-mode model method 'itl-ae'"):
         export_model(experiment, "itl-ae", "tiny", root=tmp_path, layout=paths)
+
+
+def test_runs_trained_together_equal_runs_trained_alone(tiny_run, tmp_path):
+    """The training stage stacks the networks of several runs (methods, folds) into one
+    ensemble; each run ends with the weights it gets alone."""
+    from sepvae.checkpoint import load_checkpoint
+    from sepvae.config import Method, TrainConfig, model_config
+    from sepvae.train import plan_models, train_models, train_plans
+
+    experiment, paths, _, _ = tiny_run
+    manifest = manifest_of(experiment, paths)
+    sizes = {"hidden": [16], "latent": 4, "decoder_hidden": [16]}
+    methods = [Method(label=kind, kind=kind, train=TrainConfig(epochs=2, batch_size=64, seed=seed),
+                      model=model_config({"name": kind, **sizes})) for kind, seed in (("vae", 0), ("ae", 3))]
+    train_plans([plan_models(m, manifest, tmp_path / "together" / m.kind, 16000) for m in methods], "cpu")
+    for m in methods:
+        train_models(m, manifest, tmp_path / "alone" / m.kind, 16000, "cpu")
+        for source in ("female", "male"):
+            together, _ = load_checkpoint(tmp_path / "together" / m.kind / f"{source}.pt")
+            alone, _ = load_checkpoint(tmp_path / "alone" / m.kind / f"{source}.pt")
+            for (name, a), b in zip(together.state_dict().items(), alone.state_dict().values()):
+                assert torch.allclose(a, b, atol=1e-5), (m.kind, source, name)
+    assert not list((tmp_path / "together").glob(".stack-*.pt"))  # the stack's resume state is cleaned up

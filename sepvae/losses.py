@@ -151,12 +151,8 @@ def cauchy_schwarz_divergence(
         - mask: ``(..., n)``, bool
         - output: ``(...)``
     """
-    _check_sample_sets(x, y, sigma)
-    return (
-        log_information_potential(x, x, sigma, mask, mask)
-        + log_information_potential(y, y, sigma, mask, mask)
-        - 2.0 * log_information_potential(x, y, sigma, mask, mask)
-    )
+    log_vx, log_vy, log_vc = _log_potentials(x, y, sigma, mask)
+    return log_vx + log_vy - 2.0 * log_vc
 
 
 def euclidean_divergence(
@@ -175,12 +171,14 @@ def euclidean_divergence(
         - mask: ``(..., n)``, bool
         - output: ``(...)``
     """
+    log_vx, log_vy, log_vc = _log_potentials(x, y, sigma, mask)
+    return log_vx.exp() + log_vy.exp() - 2.0 * log_vc.exp()
+
+
+def _log_potentials(x: Tensor, y: Tensor, sigma: float | Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """log V_x, log V_y and the cross potential log V_c of two sample sets."""
     _check_sample_sets(x, y, sigma)
-    return (
-        log_information_potential(x, x, sigma, mask, mask).exp()
-        + log_information_potential(y, y, sigma, mask, mask).exp()
-        - 2.0 * log_information_potential(x, y, sigma, mask, mask).exp()
-    )
+    return tuple(log_information_potential(a, b, sigma, mask, mask) for a, b in ((x, x), (y, y), (x, y)))
 
 
 def sample_prior(

@@ -9,12 +9,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import tomllib
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sepvae.errors import SepvaeError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, published as tomli
+    import tomli as tomllib
 
 SAMPLE_RATE = 16_000
 

@@ -84,6 +84,8 @@ def _signals_interrupt():
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+    if received:  # raised where Python only prints it (a __del__, a C callback): still end
+        raise Interrupted(received[0])
 
 
 def _progress():

@@ -36,11 +36,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from sepvae.config import ModelConfig
+from sepvae.config import DIVERGENCES, PRIORS, ModelConfig
 from sepvae.errors import SepvaeError
-
-PRIORS = ("gaussian", "laplacian")
-DIVERGENCES = ("cs", "euclidean")
 
 
 @dataclass

@@ -497,7 +497,7 @@ def test_signal_removes_temporaries_and_exits_non_zero(tmp_path, model_dir, sign
     assert process.poll() is None, "separation ended before it could be interrupted"
     process.send_signal(getattr(signal, signum))
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == code
+    assert process.returncode == code, stderr
     assert [line for line in stderr.splitlines() if line.strip()] == [f"interrupted by {signum}"]
     assert list(tmp_path.glob(".*part")) == [] and outputs_of(wav) == []
 

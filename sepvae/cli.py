@@ -346,8 +346,6 @@ def _refuse_flag_values(files: list[Path], flags: tuple[str, ...]) -> None:
 
 
 def _no_progress():
-    import contextlib
-
     return contextlib.nullcontext(None)
 
 

@@ -23,13 +23,12 @@ from sepvae.errors import SepvaeError, SepvaeWarning
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | Path, exclusive: bool = False) -> Iterator[Path]:
+def atomic_output(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it onto ``path`` only on success.
 
     A crash or an exception leaves neither a half-written ``path`` nor the temporary file.
-    ``exclusive``: FileExistsError if ``path`` exists by then (see :func:`atomic_outputs`).
     """
-    with atomic_outputs([path], exclusive) as (tmp,):
+    with atomic_outputs([path]) as (tmp,):
         yield tmp
 
 

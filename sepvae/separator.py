@@ -351,7 +351,8 @@ def _positive_integer_rate(sample_rate) -> int:
 
 def _warn_if_loud(waveform: np.ndarray) -> None:
     """A SeparationWarning for float audio far outside [-1, 1], e.g. 16-bit values as floats."""
-    peak = float(np.max(np.abs(waveform))) if waveform.size else 0.0
+    # max and -min rather than abs: no temporary as large as the recording
+    peak = max(float(waveform.max()), -float(waveform.min())) if waveform.size else 0.0
     if math.isfinite(peak) and peak > LOUD_PEAK:  # NaN and Inf: separate_blocks names them
         warnings.warn(
             f"float input has peak {peak:.6g}, far outside [-1, 1]: the estimates scale with it "

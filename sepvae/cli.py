@@ -6,14 +6,17 @@ Heavy modules (torch, metrics, plotting) are imported inside the commands so tha
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from sepvae.errors import SepvaeError
+from sepvae.errors import Interrupted, SepvaeError
 
 app = typer.Typer(
     help="Two-speaker speech separation with variational autoencoders.",
@@ -24,23 +27,65 @@ app = typer.Typer(
 
 DEFAULT_CONFIG = Path("experiments/reproduce.toml")
 ConfigOption = typer.Option(DEFAULT_CONFIG, "--config", "-c", help="Experiment file (TOML).")
+AllowTruncatedOption = typer.Option(
+    False, "--allow-truncated",
+    help="Use audio files whose data end before their header says, with a warning (default: an error).",
+)
+BOOLEAN_WORDS = ("true", "false", "yes", "no", "on", "off", "1", "0")
 
 
 def user_errors(command):
-    """Print a SepvaeError as one line on stderr and exit 1; never a traceback for bad input."""
+    """Print a SepvaeError as one line on stderr and exit 1; never a traceback for bad input.
+
+    SIGINT and SIGTERM end the command with ``interrupted by SIG...`` and exit 128 + the
+    signal's number, after its temporary files are removed.
+    """
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
-            return command(*args, **kwargs)
+            with _signals_interrupt():
+                return command(*args, **kwargs)
         except SepvaeError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", signal.SIGINT)
+            typer.echo(f"interrupted by {signal.Signals(signum).name}", err=True)
+            raise typer.Exit(128 + signum) from None
 
     return wrapper
+
+
+@contextlib.contextmanager
+def _signals_interrupt():
+    """Turn SIGTERM (what kill, systemd, Slurm and CI send) into an exception like Ctrl-C's.
+
+    By default SIGTERM ends the process at once and no ``finally`` runs, leaving the
+    temporary ``.part`` files of the outputs behind. A signal the parent ignores stays
+    ignored (as Python does for SIGINT), and a second signal does not cut the clean-up short.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers (e.g. the CLI run from a worker thread)
+        return
+    received = []
+
+    def interrupt(signum, frame):
+        if not received:
+            received.append(signum)
+            raise Interrupted(signum)
+
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, interrupt)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if received:  # raised where Python only prints it (a __del__, a C callback): still end
+        raise Interrupted(received[0])
 
 
 def _progress():
@@ -80,11 +125,20 @@ def data(
     corpus_csv: Optional[Path] = typer.Option(None, help="Use any corpus given as a CSV of path, speaker, gender."),
     out: Path = typer.Option(Path("data/corpus.csv"), help="Where to write the corpus table."),
     download: bool = typer.Option(True, help="Download the free TIMIT sample when no TIMIT is found."),
+    allow_truncated: bool = AllowTruncatedOption,
 ):
     """Index TIMIT (either layout) into a corpus table."""
-    from sepvae.corpus import build_corpus
+    import warnings
 
-    path, utterances = build_corpus(timit_root, corpus_csv, out, download=download)
+    from sepvae.corpus import build_corpus
+    from sepvae.errors import SepvaeWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SepvaeWarning)
+        path, utterances = build_corpus(timit_root, corpus_csv, out, download=download, allow_truncated=allow_truncated)
+    for warning in caught:
+        if isinstance(warning.message, SepvaeWarning):
+            typer.echo(f"warning: {warning.message.path}: {warning.message}", err=True)
     speakers = {(u.speaker, u.gender) for u in utterances}
     n_male = sum(1 for _, g in speakers if g == "male")
     typer.echo(
@@ -233,10 +287,13 @@ def separate(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace outputs that exist."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout instead of one line per output."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch. Default: torch's own (all cores)."),
+    allow_truncated: bool = AllowTruncatedOption,
 ):
     """Separate recordings into <stem>_<source>.wav per source (e.g. mix_male.wav, mix_female.wav)."""
     import json
     import os
+
+    _refuse_flag_values(files, ("--overwrite", "--json", "--allow-truncated"))
 
     # Before torch loads libgomp: its default busy-waiting threads slow separation ~20x
     # whenever another process holds a core; passive waiting costs nothing when idle.
@@ -277,7 +334,7 @@ def separate(
                         f"{result.sample_rate} Hz, {result.output_subtype})"
                     )
 
-        results = separate_files(separator, files, out, overwrite, on_block, on_result)
+        results = separate_files(separator, files, out, overwrite, on_block, on_result, allow_truncated)
     failed = [r for r in results if not r.ok]
     if as_json:
         summary = {"model": info.to_json(), "files": [r.to_json() for r in results], "failed": len(failed)}
@@ -286,9 +343,14 @@ def separate(
         raise typer.Exit(1)
 
 
-def _no_progress():
-    import contextlib
+def _refuse_flag_values(files: list[Path], flags: tuple[str, ...]) -> None:
+    """SepvaeError for `--overwrite true`: a flag takes no value, so "true" came in as a file."""
+    for path in files:
+        if path.name.lower() in BOOLEAN_WORDS and not path.exists():
+            raise SepvaeError(f"{path}: no such file; {', '.join(flags)} are flags and take no value (drop {path.name!r})")
 
+
+def _no_progress():
     return contextlib.nullcontext(None)
 
 

@@ -116,8 +116,13 @@ def unpack_sample(zip_path: str | Path, dest: Path, md5: str = SAMPLE_MD5) -> Pa
     return dest
 
 
-def index_timit(root: str | Path, progress: Callable[[int], None] | None = None) -> list[Utterance]:
-    """Index every utterance of a TIMIT tree in either layout, sorted by path."""
+def index_timit(root: str | Path, progress: Callable[[int], None] | None = None,
+                allow_truncated: bool = False) -> list[Utterance]:
+    """Index every utterance of a TIMIT tree in either layout, sorted by path.
+
+    A truncated file (data ending before its header's frame count) is a SepvaeError, or
+    with ``allow_truncated`` a warning and its duration is that of the data present.
+    """
     root = Path(root)
     if not root.is_dir():
         raise SepvaeError(f"{root}: TIMIT root does not exist")
@@ -128,7 +133,7 @@ def index_timit(root: str | Path, progress: Callable[[int], None] | None = None)
         row = _parse_timit_path(path, root)
         if row is None:
             continue
-        info = audio_info(path)
+        info = audio_info(path, allow_truncated)
         utterances.append(
             Utterance(
                 **row,
@@ -182,7 +187,7 @@ def _transcript(wav: Path) -> str:
     return ""
 
 
-def read_corpus_csv(path: str | Path) -> list[Utterance]:
+def read_corpus_csv(path: str | Path, allow_truncated: bool = False) -> list[Utterance]:
     """Read a corpus table: ours, or any CSV with at least path, speaker, gender.
 
     Relative paths are taken relative to the CSV's folder. Missing duration/sample rate are
@@ -203,7 +208,7 @@ def read_corpus_csv(path: str | Path) -> list[Utterance]:
         values = {k: row[k] for k in CORPUS_COLUMNS if row.get(k) not in (None, "")}
         values.update(path=str(audio), gender=gender)
         if "duration" not in values or "sample_rate" not in values:
-            info = audio_info(audio)
+            info = audio_info(audio, allow_truncated)
             values["duration"] = round(info.frames / info.samplerate, 4)
             values["sample_rate"] = info.samplerate
         values["utterance"] = values.get("utterance") or audio.stem.lower()
@@ -224,6 +229,7 @@ def build_corpus(
     raw_dir: Path = DEFAULT_RAW_DIR,
     download: bool = True,
     progress: Callable[[int], None] | None = None,
+    allow_truncated: bool = False,
 ) -> tuple[Path, list[Utterance]]:
     """The corpus stage: index TIMIT (or read ``corpus_csv``) and write the table to ``out``.
 
@@ -231,7 +237,7 @@ def build_corpus(
     Leaves ``out`` untouched when its content would not change.
     """
     if corpus_csv:
-        utterances = read_corpus_csv(corpus_csv)
+        utterances = read_corpus_csv(corpus_csv, allow_truncated)
     else:
         root = find_timit_root(timit_root, raw_dir)
         if root is None:
@@ -240,7 +246,7 @@ def build_corpus(
                     f"no TIMIT found: pass --timit-root DIR, set TIMIT_ROOT, or unpack timit.zip into {raw_dir}"
                 )
             root = download_sample(raw_dir)
-        utterances = index_timit(root, progress)
+        utterances = index_timit(root, progress, allow_truncated)
     out = Path(out)
     text = corpus_csv_text(utterances)
     if not (out.is_file() and out.read_text() == text):

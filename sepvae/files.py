@@ -6,8 +6,11 @@ source: at the input's rate and length, 32-bit float for float-coded input (FLOA
 DOUBLE, and the lossy VORBIS / OPUS / MPEG, which decode to float) and 16-bit PCM for
 integer-coded input (PCM, u-law, ADPCM, ...); above half the model's rate (8 kHz for
 16 kHz models) they are silent. Outputs are written to temporary files beside
-their final names and renamed only when the whole input has been separated, so a failure
-never leaves an output behind. A failing input does not stop the others.
+their final names and put in place only when the whole input has been separated, so a
+failure never leaves an output behind; without ``overwrite`` they are created exclusively,
+so of two runs writing the same outputs one fails. A truncated input (data ending before
+its header's frame count) is an error, or with ``allow_truncated`` a warning. A failing
+input does not stop the others.
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ def separate_files(
     overwrite: bool = False,
     progress: Callable[[Path, int, int], None] | None = None,
     on_result: Callable[[FileResult], None] | None = None,
+    allow_truncated: bool = False,
 ) -> list[FileResult]:
     """Separate each file with one loaded ``separator``; a bad file gives an error result.
 
@@ -102,7 +106,7 @@ def separate_files(
                 if target in inputs:
                     raise SepvaeError(f"{path}: its output {output} is one of the inputs")
             each = (lambda done, total: progress(path, done, total)) if progress else None
-            result = separate_file(separator, path, out_dir, overwrite, each)
+            result = separate_file(separator, path, out_dir, overwrite, each, allow_truncated)
             written.update({p.resolve(): path for p in result.outputs.values()})
         except SepvaeError as exc:
             result = FileResult(input=path, error=str(exc))
@@ -119,27 +123,42 @@ def separate_file(
     out_dir: Path | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
+    allow_truncated: bool = False,
 ) -> FileResult:
     """Separate one file into ``<stem>_<source>.wav`` files; SepvaeError naming it if it fails.
 
-    Warnings (downmix, silent input, clipping) are returned in the result, not raised.
+    Warnings (downmix, silent input, clipping, a truncated file with ``allow_truncated``)
+    are returned in the result, not raised. Without ``overwrite`` the outputs are created
+    exclusively: if another run creates one meanwhile, this one fails and leaves it alone.
     """
-    import numpy as np
-    import soundfile as sf
+    from sepvae.errors import SepvaeWarning
+    from sepvae.io import audio_info
 
-    from sepvae.io import atomic_output, audio_info, short_error, to_mono
-    from sepvae.separator import BLOCK_FRAMES, SeparationWarning
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SepvaeWarning)
+        info = audio_info(path, allow_truncated)
+        result = FileResult(
+            input=path, sample_rate=int(info.samplerate), channels=int(info.channels), frames=int(info.frames),
+            format=info.format, subtype=info.subtype, output_subtype=output_subtype(info.subtype),
+        )
+        try:
+            separator.check_length(result.frames, result.sample_rate)
+        except SepvaeError as exc:
+            raise SepvaeError(f"{path}: {exc}") from None
+        outputs = _checked_outputs(path, separator.sources, out_dir, overwrite)
+        clipped = _write_estimates(separator, Path(path), outputs, result, overwrite, progress, allow_truncated)
+    if result.channels > 1:
+        result.warnings.append(f"{result.channels} channels averaged to mono")
+    result.warnings += [str(w.message) for w in caught if issubclass(w.category, SepvaeWarning)]
+    if clipped:
+        result.warnings.append(f"{clipped} output samples beyond [-1, 1] clipped for 16-bit PCM")
+    result.outputs = outputs
+    return result
 
-    info = audio_info(path)
-    result = FileResult(
-        input=path, sample_rate=int(info.samplerate), channels=int(info.channels), frames=int(info.frames),
-        format=info.format, subtype=info.subtype, output_subtype=output_subtype(info.subtype),
-    )
-    try:
-        separator.check_length(result.frames, result.sample_rate)
-    except SepvaeError as exc:
-        raise SepvaeError(f"{path}: {exc}") from None
-    outputs = output_paths(path, separator.sources, out_dir)
+
+def _checked_outputs(path, sources: list[str], out_dir: Path | None, overwrite: bool) -> dict[str, Path]:
+    """The outputs of ``path``; SepvaeError if they cannot be written or exist without ``overwrite``."""
+    outputs = output_paths(path, sources, out_dir)
     folder = next(iter(outputs.values())).parent
     if folder.exists() and not folder.is_dir():
         raise SepvaeError(f"{path}: cannot write to {folder}: it is a file, not a folder")
@@ -148,61 +167,84 @@ def separate_file(
             raise SepvaeError(f"{path}: output {output} is a folder")
         if output.exists() and not overwrite:
             raise SepvaeError(f"{path}: output {output} exists (use --overwrite to replace it)")
+    return outputs
+
+
+def _write_estimates(separator, path: Path, outputs: dict[str, Path], result: FileResult, overwrite: bool,
+                     progress: Progress | None, allow_truncated: bool) -> int:
+    """Stream ``path`` through ``separator`` into temporaries put in place at the end.
+
+    Sets ``result.frames`` to the frames read; returns the count of samples clipped.
+    """
+    import soundfile as sf
+
+    from sepvae.io import atomic_outputs, short_error, truncated
+
+    declared = result.frames
     subtype = result.output_subtype
     sample_bytes = 4 if subtype == "FLOAT" else 2
     container = "RF64" if result.frames * sample_bytes > WAV_LIMIT else "WAV"
+    folder = next(iter(outputs.values())).parent
+    try:
+        with contextlib.ExitStack() as stack:
+            temporaries = stack.enter_context(atomic_outputs(list(outputs.values()), exclusive=not overwrite))
+            writers = [
+                stack.enter_context(sf.SoundFile(tmp, "w", samplerate=result.sample_rate, channels=1,
+                                                 subtype=subtype, format=container))
+                for tmp in temporaries
+            ]
+            try:
+                reader = stack.enter_context(sf.SoundFile(str(path)))
+            except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+                raise SepvaeError(f"{path}: cannot read audio ({short_error(exc)})") from None
+            try:
+                clipped = _stream(separator, reader, writers, result, progress)
+            except SepvaeError as exc:
+                raise SepvaeError(f"{path}: {exc}") from None
+            if result.frames < declared:  # a decoder that stopped early without an error
+                truncated(path, declared, result.frames, result.sample_rate, allow_truncated)
+            return clipped
+    except FileExistsError as exc:
+        raise SepvaeError(
+            f"{path}: output {exc.filename} exists: another run created it meanwhile (use --overwrite to replace it)"
+        ) from None
+    except (OSError, sf.LibsndfileError) as exc:
+        raise SepvaeError(f"{path}: cannot write to {folder} ({short_error(exc)})") from None
+
+
+def _stream(separator, reader, writers, result: FileResult, progress: Progress | None) -> int:
+    """Blocks of ``reader`` -> ``separator`` -> one writer per source; returns the samples clipped."""
+    import numpy as np
+    import soundfile as sf
+
+    from sepvae.io import short_error, to_mono
+    from sepvae.separator import BLOCK_FRAMES
+
+    done = 0
     clipped = 0
 
-    with contextlib.ExitStack() as stack, warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", SeparationWarning)
-        writers = []
-        for output in outputs.values():
+    def blocks():
+        nonlocal done
+        while True:
             try:
-                tmp = stack.enter_context(atomic_output(output))
-                writers.append(stack.enter_context(
-                    sf.SoundFile(tmp, "w", samplerate=result.sample_rate, channels=1, subtype=subtype, format=container)
-                ))
-            except (OSError, sf.LibsndfileError) as exc:
-                raise SepvaeError(f"{path}: cannot write to {output.parent} ({short_error(exc)})") from None
-        try:
-            reader = stack.enter_context(sf.SoundFile(str(path)))
-        except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-            raise SepvaeError(f"{path}: cannot read audio ({short_error(exc)})") from None
-        done = 0
+                block = reader.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+                raise SepvaeError(f"cannot read audio after {done} frames ({short_error(exc)})") from None
+            if not len(block):
+                return
+            done += len(block)
+            if progress:
+                progress(done, result.frames)
+            yield to_mono(block)
 
-        def blocks():
-            nonlocal done
-            while True:
-                try:
-                    block = reader.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
-                except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-                    raise SepvaeError(f"cannot read audio after {done} frames ({short_error(exc)})") from None
-                if not len(block):
-                    return
-                done += len(block)
-                if progress:
-                    progress(done, result.frames)
-                yield to_mono(block)
-
-        try:
-            for estimates in separator.separate_blocks(blocks(), result.sample_rate):
-                if subtype == "PCM_16":
-                    # Rounded here: libsndfile's float -> 16-bit conversion floors (a
-                    # -0.5 LSB bias). x * 32768 is what soundfile's reading divides by.
-                    scaled = np.round(estimates * 32768.0)
-                    clipped += int(np.count_nonzero((scaled > 32767) | (scaled < -32768)))
-                    estimates = np.clip(scaled, -32768, 32767).astype(np.int16)
-                for writer, estimate in zip(writers, estimates):
-                    writer.write(estimate)
-        except SepvaeError as exc:
-            raise SepvaeError(f"{path}: {exc}") from None
-        except OSError as exc:
-            raise SepvaeError(f"{path}: cannot write to {folder} ({short_error(exc)})") from None
-        result.frames = done
-    if result.channels > 1:
-        result.warnings.append(f"{result.channels} channels averaged to mono")
-    result.warnings += [str(w.message) for w in caught if issubclass(w.category, SeparationWarning)]
-    if clipped:
-        result.warnings.append(f"{clipped} output samples beyond [-1, 1] clipped for 16-bit PCM")
-    result.outputs = outputs
-    return result
+    for estimates in separator.separate_blocks(blocks(), result.sample_rate):
+        if result.output_subtype == "PCM_16":
+            # Rounded here: libsndfile's float -> 16-bit conversion floors (a
+            # -0.5 LSB bias). x * 32768 is what soundfile's reading divides by.
+            scaled = np.round(estimates * 32768.0)
+            clipped += int(np.count_nonzero((scaled > 32767) | (scaled < -32768)))
+            estimates = np.clip(scaled, -32768, 32767).astype(np.int16)
+        for writer, estimate in zip(writers, estimates):
+            writer.write(estimate)
+    result.frames = done
+    return clipped

@@ -14,8 +14,7 @@ import math
 import torch
 from torch import Tensor
 
-PRIORS = ("gaussian", "laplacian")
-DIVERGENCES = ("cs", "euclidean")
+from sepvae.config import DIVERGENCES, PRIORS  # noqa: F401  (the choices a config may name)
 
 
 def check_frames(frames: Tensor, name: str, n_bins: int | None = None) -> None:

@@ -36,14 +36,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from sepvae.config import ModelConfig
+from sepvae.config import DIVERGENCES, PRIORS, ModelConfig
 from sepvae.errors import SepvaeError
 
 from sepvae.losses import (
-    DIVERGENCES,
-    PRIORS,
-    check_frames,
     cauchy_schwarz_divergence,
+    check_frames,
     euclidean_divergence,
     gaussian_kl,
     reconstruction_loss,

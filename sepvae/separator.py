@@ -29,17 +29,16 @@ import torch
 from torch import Tensor
 
 from sepvae.config import StftConfig
-from sepvae.errors import SepvaeError
+# SeparationWarning is defined beside SepvaeError (io.py warns without importing torch)
+# and imported from here by users.
+from sepvae.errors import SeparationWarning, SepvaeError
 from sepvae.filtering import apply_masks, ratio_mask
 from sepvae.io import to_mono
 from sepvae.stft import istft, stft
 
 DEFAULT_CHUNK_SECONDS = 10.0  # model-rate audio per model call: big batches, small memory
 BLOCK_FRAMES = 1 << 16  # input frames per block read from a file or cut from an array
-
-
-class SeparationWarning(UserWarning):
-    """Something the user should know about a separation that still succeeded."""
+LOUD_PEAK = 1.5  # float input peaking above this is not in [-1, 1]: the estimates scale with it
 
 
 def separate_with_masks(
@@ -201,19 +200,20 @@ class Separator:
         """Separate a recording at any sample rate; returns source -> float32 (time,).
 
         ``waveform`` is (time,) or (time, channels), float in [-1, 1] (integer arrays are
-        scaled from their full range). Channels are averaged to mono with a
+        scaled from their full range; float input peaking above 1.5 gets a warning, as its
+        estimates scale with it). Channels are averaged to mono with a
         :class:`SeparationWarning`; the estimates have the input's rate and length, and
         hold nothing above half the model's rate (the models never saw that band).
         All-zero input gives all-zero estimates (with a warning).
 
         Raises SepvaeError for empty, too short (less than one STFT window) or non-finite
-        input. The same streaming code path as ``sepvae separate``, so both give the same
+        input, ValueError for a wrong shape or a sample rate that is not a positive integer. The same streaming code path as ``sepvae separate``, so both give the same
         samples.
         """
         waveform = np.asarray(waveform)
         if waveform.ndim not in (1, 2):
             raise ValueError(f"waveform must be (time,) or (time, channels), got shape {waveform.shape}")
-        if waveform.ndim == 2 and waveform.shape[1] > waveform.shape[0]:
+        if waveform.ndim == 2 and waveform.shape[1] > waveform.shape[0] > 0:
             raise ValueError(
                 f"waveform of shape {waveform.shape} has more channels than samples; "
                 f"pass (time, channels), e.g. waveform.T"
@@ -223,9 +223,9 @@ class Separator:
             waveform = (waveform.astype(np.float64) - (info.max + 1 + info.min) / 2) / ((info.max - info.min + 1) / 2)
         elif not np.issubdtype(waveform.dtype, np.floating):
             raise ValueError(f"waveform must be a real float or integer array, got {waveform.dtype}")
-        sample_rate = int(sample_rate)
-        if sample_rate < 1:
-            raise ValueError(f"sample_rate must be a positive integer, got {sample_rate}")
+        else:
+            _warn_if_loud(waveform)
+        sample_rate = _positive_integer_rate(sample_rate)
         self.check_length(waveform.shape[0], sample_rate)
         if waveform.ndim == 2 and waveform.shape[1] > 1:
             warnings.warn(f"{waveform.shape[1]} channels averaged to mono", SeparationWarning, stacklevel=2)
@@ -318,6 +318,28 @@ class Separator:
     def _separate_segment(self, segment: np.ndarray) -> np.ndarray:
         waveforms, _ = self.separate_tensor(torch.from_numpy(np.ascontiguousarray(segment)))
         return waveforms.cpu().numpy()
+
+
+def _positive_integer_rate(sample_rate) -> int:
+    """``sample_rate`` as an int; ValueError unless it is a positive whole number (16000.0 is)."""
+    try:
+        rate = float(sample_rate)
+    except (TypeError, ValueError):
+        raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}") from None
+    if not rate.is_integer() or rate < 1:
+        raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
+    return int(rate)
+
+
+def _warn_if_loud(waveform: np.ndarray) -> None:
+    """A SeparationWarning for float audio far outside [-1, 1], e.g. 16-bit values as floats."""
+    # max and -min rather than abs: no temporary as large as the recording
+    peak = max(float(waveform.max()), -float(waveform.min())) if waveform.size else 0.0
+    if math.isfinite(peak) and peak > LOUD_PEAK:  # NaN and Inf: separate_blocks names them
+        warnings.warn(
+            f"float input has peak {peak:.6g}, far outside [-1, 1]: the estimates scale with it "
+            f"(divide by 32768 if these are 16-bit sample values)", SeparationWarning, stacklevel=3,
+        )
 
 
 def _resampled(blocks: Iterable[np.ndarray], rate_in: int, rate_out: int, channels: int) -> Iterator[np.ndarray]:

@@ -141,3 +141,21 @@ def test_failed_download_says_what_to_do(tmp_path, monkeypatch):
     assert "could not download the TIMIT sample" in result.output and "--timit-root" in result.output
     assert not (tmp_path / "data" / "raw" / "timit.zip").exists()
     assert not (tmp_path / "data" / "corpus.csv").exists()
+
+
+def test_truncated_utterance_is_an_error_or_with_allow_truncated_a_warning(tmp_path):
+    root = write_sample_tree(tmp_path / "timit")
+    cut = root / "dr1-fabc0" / "sx1.wav"
+    data = cut.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])  # 1.25 s announced, ~0.62 s there
+    out = tmp_path / "corpus.csv"
+    result = runner.invoke(app, ["data", "--timit-root", str(root), "--out", str(out), "--no-download"])
+    assert result.exit_code == 1
+    [line] = [line for line in result.stderr.splitlines() if line.strip()]
+    assert line.startswith(f"error: {cut}: truncated: its header says 20000 frames (1.25 s)"), line
+    assert not out.exists()
+    result = runner.invoke(app, ["data", "--timit-root", str(root), "--out", str(out), "--no-download", "--allow-truncated"])
+    assert result.exit_code == 0, result.output
+    assert f"warning: {cut}: truncated" in result.stderr
+    rows = {row["path"]: row for row in csv.DictReader(out.open())}
+    assert float(rows[str(cut.resolve())]["duration"]) == pytest.approx(sf.info(str(cut)).frames / 16000, abs=1e-4)

@@ -147,5 +147,5 @@ def test_fold_ids_are_unique_across_folds(tmp_path):
     assert len(ids) == len(set(ids)) == 10 and ids[0].startswith("fold0-")
     with pytest.raises(SepvaeError, match="3 folds need at least 3 speakers of each gender"):
         plan_mixtures(utterances, MixConfig(n_mixtures=5, n_test=2, split="fold", folds=3))
-    with pytest.raises(SepvaeError, match=r"mix fold must be in \[0, folds = 2\), got 2"):
+    with pytest.raises(SepvaeError, match=r"fold = 2: expected in \[0, folds = 2\)"):
         MixConfig(split="fold", folds=2, fold=2)

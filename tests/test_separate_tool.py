@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -461,3 +463,155 @@ def test_cli_and_tool_import_without_torch():
     code = "import sys, sepvae.cli, sepvae.catalog, sepvae.files, sepvae.pretrained; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------------------------------
+# Killed runs, truncated files, concurrent writers, the API's edge cases, --help (issue 15)
+
+
+def _sepvae(*args, **popen) -> "subprocess.Popen":
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "sepvae", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **popen)
+
+
+@pytest.mark.parametrize("signum, code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_signal_removes_temporaries_and_exits_non_zero(tmp_path, model_dir, signum, code):
+    import signal
+    import time
+
+    wav = tmp_path / "long.wav"
+    rng = np.random.default_rng(0)
+    sf.write(wav, (0.1 * rng.standard_normal(8000 * 60 * 20)).astype(np.float32), 8000, subtype="PCM_16")
+    # The child must not inherit an ignored SIGINT (as jobs started with & do).
+    process = _sepvae("separate", wav, "--model", model_dir, "--threads", "1",
+                      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".long_*.part")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert process.poll() is None, "separation ended before it could be interrupted"
+    process.send_signal(getattr(signal, signum))
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == code, stderr
+    assert [line for line in stderr.splitlines() if line.strip()] == [f"interrupted by {signum}"]
+    assert list(tmp_path.glob(".*part")) == [] and outputs_of(wav) == []
+
+
+def test_stale_temporaries_of_dead_runs_are_removed(tmp_path, separator):
+    import subprocess
+    import sys
+
+    wav = tmp_path / "mix.wav"
+    sf.write(wav, mixture(), RATE)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = [tmp_path / f".mix_male.{dead.stdout.strip()}.abcd_123.wav.part", tmp_path / ".mix_female.x1y2z3w4.wav.part"]
+    live = tmp_path / f".mix_male.{os.getppid()}.live1234.wav.part"  # a running writer's
+    other = tmp_path / f".other_male.{dead.stdout.strip()}.abcd_123.wav.part"  # not this run's output
+    for path in (*stale, live, other):
+        path.write_bytes(b"half")
+    [result] = separate_files(separator, [wav])
+    assert result.ok, result.error
+    assert not any(path.exists() for path in stale) and live.exists() and other.exists()
+
+
+def _truncated_wav(folder: Path, name: str = "cut.wav") -> Path:
+    whole = folder / f"whole-{name}"
+    sf.write(whole, mixture(2.0), RATE, subtype="PCM_16")
+    data = whole.read_bytes()
+    whole.unlink()
+    (folder / name).write_bytes(data[: 44 + RATE * 2])  # header + the first of its 2 s
+    return folder / name
+
+
+def test_truncated_wav_is_an_error_or_with_allow_truncated_a_warning(tmp_path, model_dir):
+    cut = _truncated_wav(tmp_path)
+    result = run("separate", cut, "--model", model_dir)
+    assert result.exit_code == 1
+    [line] = stderr_lines(result)
+    assert line.startswith(f"error: {cut}: truncated: its header says 32000 frames (2.00 s), its data hold 16000 (1.00 s)"), line
+    assert outputs_of(cut) == []
+    result = run("separate", cut, "--model", model_dir, "--allow-truncated")
+    assert result.exit_code == 0, result.output
+    assert "warning: " in result.stderr and "truncated" in result.stderr
+    assert sf.info(str(tmp_path / "cut_male.wav")).frames == RATE
+
+
+def test_truncated_stream_is_an_error(tmp_path, separator, monkeypatch):
+    # Formats whose decoder simply stops early: fewer frames read than soundfile announced.
+    wav = tmp_path / "mix.wav"
+    sf.write(wav, mixture(), RATE)
+    real = sf.info
+
+    def announcing_more(path, *args, **kwargs):
+        info = real(path, *args, **kwargs)
+        info.frames += 100
+        return info
+
+    monkeypatch.setattr(sf, "info", announcing_more)
+    [result] = separate_files(separator, [wav])
+    assert "truncated: its header says 16100 frames" in result.error and outputs_of(wav) == []
+    [result] = separate_files(separator, [wav], allow_truncated=True)
+    assert result.ok and any("truncated" in w for w in result.warnings)
+
+
+def test_output_created_meanwhile_by_another_run_is_kept(tmp_path, separator):
+    wav = tmp_path / "mix.wav"
+    sf.write(wav, mixture(), RATE)
+    theirs = tmp_path / "mix_male.wav"
+
+    def other_run_writes(path, done, total):  # after our check that the outputs do not exist
+        theirs.write_bytes(b"the other run's output")
+
+    [result] = separate_files(separator, [wav], progress=other_run_writes)
+    assert not result.ok and f"output {theirs} exists" in result.error, result.error
+    assert theirs.read_bytes() == b"the other run's output"
+    assert not (tmp_path / "mix_female.wav").exists() and not list(tmp_path.glob(".*part"))
+    [result] = separate_files(separator, [wav], overwrite=True, progress=other_run_writes)
+    assert result.ok and sf.info(str(theirs)).frames == RATE
+
+
+def test_two_concurrent_runs_one_fails_with_exists(tmp_path, model_dir):
+    wav = tmp_path / "mix.wav"
+    sf.write(wav, mixture(60.0, 8000), 8000, subtype="PCM_16")
+    runs = [_sepvae("separate", wav, "--model", model_dir, "--threads", "1") for _ in range(2)]
+    outcomes = sorted((p.wait(timeout=120), p.stderr.read()) for p in runs)
+    assert [code for code, _ in outcomes] == [0, 1], outcomes
+    assert "exists" in outcomes[1][1]
+    assert sf.info(str(tmp_path / "mix_male.wav")).frames == 8000 * 60 and not list(tmp_path.glob(".*part"))
+
+
+def test_api_edge_cases(separator):
+    with pytest.raises(SepvaeError, match="has zero samples"):
+        separator.separate(np.zeros((0, 2), dtype=np.float32), RATE)
+    with pytest.raises(ValueError, match="16000.7"):
+        separator.separate(mixture(), 16000.7)
+    assert separator.separate(mixture(), 16000.0)["male"].shape == (RATE,)
+    with pytest.warns(SeparationWarning, match=r"peak 20\b.*outside \[-1, 1\]"):
+        loud = separator.separate(mixture() / np.abs(mixture()).max() * 20, RATE)
+    assert np.abs(loud["male"]).max() > 1.5  # the estimates scale with the input
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SeparationWarning)
+        as_int = separator.separate(np.round(mixture() * 32767).astype(np.int16), RATE)
+        separator.separate(mixture() / np.abs(mixture()).max() * 1.4, RATE)  # a little over full scale: no warning
+    np.testing.assert_allclose(as_int["male"], separator.separate(mixture(), RATE)["male"], atol=1e-3)
+
+
+def test_help_shows_flags_as_flags(tmp_path, model_dir):
+    import re
+
+    text = run("separate", "--help").stdout
+    for flag in ("--overwrite", "--json", "--allow-truncated", "--help"):
+        line = next(line for line in text.splitlines() if flag in line)
+        assert not re.search(rf"{flag}\s+<bool>", line), line
+    assert "<int range>" in text  # value options keep their type
+    wav = tmp_path / "mix.wav"
+    sf.write(wav, mixture(), RATE)
+    result = run("separate", wav, "--model", model_dir, "--overwrite", "true")
+    assert result.exit_code == 1 and outputs_of(wav) == []
+    assert stderr_lines(result) == [
+        "error: true: no such file; --overwrite, --json, --allow-truncated are flags and take no value (drop 'true')"
+    ]

@@ -92,7 +92,7 @@ def test_early_stopping_keeps_best_epoch():
     "method, message",
     [
         ('kind = "transformer"', "unknown method kind 'transformer'"),
-        ('kind = "vae"\nsource_mode = "dialect"', "unknown source mode 'dialect'"),
+        ('kind = "vae"\nsource_mode = "dialect"', 'source_mode = "dialect": expected one of \'gender\', \'speaker\''),
         ('kind = "vae"\nmodel = { latnt = 3 }', "unknown ModelConfig option(s): latnt"),
         ('label = "x"', "[[methods]] entry 1 has no kind"),
         ('kind = "vae"\nmask_power = 0', "mask_power must be > 0"),

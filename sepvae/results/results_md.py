@@ -141,7 +141,7 @@ def _shown_path(path: Path) -> str:
 
 
 def _description(path: Path) -> str:
-    import tomllib
+    from sepvae.config import tomllib
 
     return str(tomllib.loads(path.read_text()).get("description", "")).replace("|", "/")
 

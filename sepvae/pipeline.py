@@ -24,6 +24,7 @@ from sepvae.io import audio_info, csv_text, file_md5, read_audio, write_text, wr
 from sepvae.layout import DONE, Layout, is_done, mark_done
 from sepvae.metrics import METRICS
 from sepvae.mixing import read_manifest, training_key
+from sepvae.results.html import LISTEN_DEFAULT, Listening
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 
@@ -160,8 +161,9 @@ def score_separations(separations: Path, manifest: Path, layout: Layout = Layout
 
 def evaluate_all(experiment: Experiment, layout: Layout = Layout(), progress: Progress | None = None) -> Path:
     """The evaluate stage: ``metrics.csv`` with one row per (test mixture, source, method)
-    and the unprocessed mixture's own scores as ``input_*``; ``training.json`` and the
-    example spectrogram's arrays for the report."""
+    and the unprocessed mixture's own scores as ``input_*``; ``training.json``, the example
+    spectrogram's arrays and ``separations.json`` (where each method's estimates are) for
+    the report."""
     from sepvae.results import COLUMNS
 
     manifest = find_manifest(experiment, layout)
@@ -172,9 +174,11 @@ def evaluate_all(experiment: Experiment, layout: Layout = Layout(), progress: Pr
         for r in score_separations(separate_method(mixture_method, manifest, layout, rate), manifest, layout,
                                    progress, "mixture")
     }
-    rows = []
+    rows, folders = [], []
     for method in experiment.methods:
         separations = separate_method(method, manifest, layout, rate)
+        folders.append({"method": method.label, "source_mode": str(method.source_mode),
+                        "separations": separations.relative_to(layout.runs).as_posix()})
         for row in score_separations(separations, manifest, layout, progress, method.label):
             base = inputs[(row["mixture_id"], row["source"])]
             rows.append({
@@ -182,6 +186,10 @@ def evaluate_all(experiment: Experiment, layout: Layout = Layout(), progress: Pr
                 **row, **{f"input_{m}": base[m] for m in METRICS},
             })
     write_text(layout.training(experiment), json.dumps(training_times(experiment, manifest, rate, layout), indent=1) + "\n")
+    # The listening report finds the audio through this file: the estimates' folders under
+    # the layout's runs root (so a moved project still finds them) and the references' manifest.
+    write_text(layout.separations_index(experiment),
+               json.dumps({"manifest": str(manifest), "methods": folders}, indent=1) + "\n")
     example = layout.example(experiment)
     if not spectrogram_example(experiment, manifest, rate, layout, example):
         example.unlink(missing_ok=True)
@@ -272,17 +280,52 @@ def draw_example(example: Path, out_png: Path) -> Path | None:
     return out_png
 
 
-def report(experiment: Experiment, layout: Layout = Layout()) -> Path:
-    """The report stage: report.md with violins, tables and the spectrogram figure, from
-    what evaluate wrote."""
+def report(experiment: Experiment, layout: Layout = Layout(), listen: int = LISTEN_DEFAULT) -> Path:
+    """The report stage: report.md with violins, tables and the spectrogram figure, and
+    index.html with the same plus audio players for the first ``listen`` test mixtures, from
+    what evaluate wrote and the audio it points to."""
     from sepvae.results import write_report
+    from sepvae.results.html import write_report_html
 
+    if listen < 0:
+        raise SepvaeError(f"--listen must be 0 or more, got {listen}")
     metrics = layout.metrics(experiment)
     if not metrics.is_file():
         raise SepvaeError(f"{metrics}: not found (run `sepvae evaluate` first)")
     out_dir = metrics.parent
     figure = draw_example(layout.example(experiment), out_dir / "spectrograms.png")
-    return write_report(metrics, out_dir, f"sepvae: {experiment.name}", spectrogram_png=figure)
+    path = write_report(metrics, out_dir, f"sepvae: {experiment.name}", spectrogram_png=figure)
+    write_report_html(metrics, out_dir, f"sepvae: {experiment.name}", listening(experiment, layout, listen),
+                      spectrogram_png=figure)
+    return path
+
+
+def listening(experiment: Experiment, layout: Layout, listen: int) -> Listening:
+    """The audio of the first ``listen`` test mixtures, found through ``separations.json``;
+    what is missing is said in ``Listening.problem``, never raised: the report reads
+    results, and its tables stand without the audio."""
+    from sepvae.results.html import MixtureAudio
+
+    index = layout.separations_index(experiment)
+    if not index.is_file():
+        return Listening(problem=f"{index} not found (written by `sepvae evaluate` since the listening report)")
+    try:
+        saved = json.loads(index.read_text())
+        manifest = Path(saved["manifest"])
+        folders = {(m["method"], m["source_mode"]): layout.runs / m["separations"] for m in saved["methods"]}
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise SepvaeError(f"{index}: not a separations index ({type(exc).__name__}: {exc}); rerun `sepvae evaluate`") from None
+    if not manifest.is_file():
+        return Listening(problem=f"the test mixtures' manifest {manifest} is not here")
+    missing = [str(folder) for folder in folders.values() if not is_done(folder)]
+    if missing:
+        return Listening(problem=f"estimates not found: {', '.join(missing)} (run `sepvae separate-set -c {experiment.path}`)")
+    tests = read_manifest(manifest, "test")
+    shown = tuple(MixtureAudio(m.id, m.mixture_path, m.source_paths,
+                               {key: {s: folder / m.id / f"{s}.wav" for s in m.source_paths}
+                                for key, folder in folders.items()})
+                  for m in tests[:listen])
+    return Listening(shown, len(tests))
 
 
 def export_model(experiment: Experiment, label: str = "best", name: str = "default",

@@ -205,8 +205,10 @@ def results(
 ):
     """Summarize the sweeps in experiments/RESULTS.md (and results.html): figures, medians, verdicts."""
     from sepvae.results import default_experiments, write_results
+    from sepvae.results.results_md import html_page
 
-    typer.echo(f"{write_results(experiments or default_experiments(), out=out)}")
+    path = write_results(experiments or default_experiments(), out=out)
+    typer.echo(f"{path}\n{html_page(path)}")
 
 
 @app.command("export-model")

@@ -12,7 +12,7 @@ import pytest
 from sepvae.layout import Layout
 from sepvae.errors import SepvaeError
 from sepvae.pipeline import listening, report
-from sepvae.results.html import Section, page, table_html, write_report_html
+from sepvae.results.html import Listening, Section, page, table_html, write_report_html
 from sepvae.results.tables import Styled, Table
 from tests.results_fixtures import write_fixture_results
 
@@ -78,6 +78,10 @@ def test_listening_without_runs_says_why(tiny_run, tmp_path):
     assert "separations.json not found" in listening(experiment, elsewhere, 10).problem
     with pytest.raises(SepvaeError, match="--listen must be 0 or more"):
         report(experiment, paths, listen=-1)
+    out = tmp_path / "silent"
+    shutil.copytree(paths.reports / experiment.name, out)
+    text = (write_report_html(out / "metrics.csv", out, "t", Listening())).read_text()
+    assert "--listen 0" in text and "<audio" not in text and not (out / "audio").exists()
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,9 @@ def test_write_results_writes_verdicts_and_small_figures(fixture_results):
         assert png.stat().st_size < 200_000
         assert f"](results/{png.name})" in text
     assert "Which reading of “overlap”?" in text
+    page = (out.parent / "results.html").read_text()  # the same figures and tables as a page
+    assert "<caption>Verdicts on the paper&#x27;s findings</caption>" in page and "<strong>agree</strong>" in page
+    assert all(f'src="results/{png.name}"' in page for png in figures) and page.count("<details>") > 3
 
 
 def test_verdicts_follow_known_differences(fixture_results):

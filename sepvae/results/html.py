@@ -219,7 +219,8 @@ def write_report_html(metrics_csv: Path, out_dir: Path, title: str, listening: L
     from sepvae.results.stats import TABLE_METRICS, dropped_counts, read_metrics, summary_table
 
     rows = read_metrics(metrics_csv)
-    shown = set(json.loads((out_dir / "summary.json").read_text()).get("figures", []))
+    summary = out_dir / "summary.json"
+    shown = set(json.loads(summary.read_text()).get("figures", [])) if summary.is_file() else set()
     figures = tuple(Figure(name, f"Violin plots: {caption}", f"{caption}. {VIOLIN_NOTE}")
                     for name, _, caption in VIOLIN_FIGURES if name in shown)
     sections = [
@@ -252,6 +253,8 @@ def _listen_notes(listening: Listening) -> tuple[str, ...]:
                      "80 dB range, one colour scale per mixture. Audio: 16-bit FLAC, levels as separated.")
     if listening.problem:
         notes.append(f"Audio: {listening.problem}")
+    elif not listening.mixtures:
+        notes.append("No audio: the report was written with sepvae report --listen 0.")
     return tuple(notes)
 
 
@@ -274,14 +277,14 @@ def _listening_html(rows: Sequence[Mapping[str, Any]], listening: Listening, out
                     f"<td>{clips.cell(f'reference {s}', mixture.references[s], f'the {s} reference', '')}</td>"
                     for s in sources) + "</tr>"]
         for key, estimates in mixture.estimates.items():
+            label = labels.get(key, key[0])
             cells = []
             for source in sources:
                 row = scores.get((*key, mixture.mixture_id, source))
-                path = estimates.get(source)
-                cells.append("<td>" + (clips.cell(f"{labels.get(key, key[0])} {source}", path,
-                                                  f"{labels.get(key, key[0])}'s {source} estimate",
-                                                  _score_text(row, "") if row else "") if path else "–") + "</td>")
-            body.append(f'<tr><th scope="row">{_e(labels.get(key, key[0]))}</th>{"".join(cells)}</tr>')
+                cell = clips.cell(f"{label} {source}", estimates[source], f"{label}'s {source} estimate",
+                                  _score_text(row, "") if row else "")
+                cells.append(f"<td>{cell}</td>")
+            body.append(f'<tr><th scope="row">{_e(label)}</th>{"".join(cells)}</tr>')
         anchor = f"mixture-{_slug(mixture.mixture_id)}"
         parts.append(f'<h3 id="{_e(anchor)}">Mixture {_e(mixture.mixture_id)}</h3>'
                      f'<div class="wide listen" role="region" tabindex="0" aria-labelledby="{_e(anchor)}"><table>'

@@ -86,9 +86,14 @@ def write_results(experiments: list[Path], reports_root: Path = Path("reports"),
     if html:
         from sepvae.results.html import write_results_html
 
-        write_results_html(out.with_name(f"{out.stem.lower()}.html"), _experiments_table(runs), results,
+        write_results_html(html_page(out), _experiments_table(runs), results,
                            [_html_section(run, figures.get(run.experiment.name), out.parent) for run in shown])
     return out
+
+
+def html_page(out: Path) -> Path:
+    """Where :func:`write_results` puts the HTML page of ``out``: ``RESULTS.md`` -> ``results.html``."""
+    return Path(out).with_name(f"{Path(out).stem.lower()}.html")
 
 
 def default_experiments(root: Path = Path("experiments")) -> list[Path]:

@@ -237,15 +237,19 @@ def evaluate(config: Path = ConfigOption):
 
 @app.command()
 @user_errors
-def report(config: Path = ConfigOption):
-    """Violin plots, tables and report.md from the experiment's metrics.csv."""
+def report(
+    config: Path = ConfigOption,
+    # 10 = sepvae.results.html.LISTEN_DEFAULT, not imported here so that `sepvae --help` stays fast.
+    listen: int = typer.Option(10, "--listen", min=0, help="Test mixtures with audio players in index.html."),
+):
+    """Violin plots, tables and report.md from the experiment's metrics.csv; index.html with audio."""
     from sepvae.pipeline import report as write
     from sepvae.results import markdown_table, read_metrics, summary_table
 
     experiment = _experiment(config)
-    path = write(experiment)
+    path = write(experiment, listen=listen)
     typer.echo(markdown_table(summary_table(read_metrics(path.parent / "metrics.csv"))))
-    typer.echo(f"\nreport: {path}")
+    typer.echo(f"\nreport: {path}\nlistening report: {path.parent / 'index.html'}")
 
 
 @app.command()
@@ -254,10 +258,12 @@ def results(
     experiments: Optional[list[Path]] = typer.Argument(None, help="Experiment files. Default: every sweep under experiments/."),
     out: Path = typer.Option(Path("experiments/RESULTS.md"), "--out", help="Where to write the summary."),
 ):
-    """Summarize the sweeps in experiments/RESULTS.md: figures, medians and verdicts on the paper's claims."""
+    """Summarize the sweeps in experiments/RESULTS.md (and results.html): figures, medians, verdicts."""
     from sepvae.results import default_experiments, write_results
+    from sepvae.results.results_md import html_page
 
-    typer.echo(f"{write_results(experiments or default_experiments(), out=out)}")
+    path = write_results(experiments or default_experiments(), out=out)
+    typer.echo(f"{path}\n{html_page(path)}")
 
 
 @app.command("export-model")

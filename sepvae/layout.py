@@ -9,7 +9,9 @@
     reports/<experiment>/metrics.csv               one row per (mixture, source, method)
     reports/<experiment>/training.json             training wall times of the trained methods
     reports/<experiment>/example.npz               arrays of the report's spectrogram figure
+    reports/<experiment>/separations.json          each method's estimates (under runs/) and the manifest
     reports/<experiment>/report.md, *.png, summary.json
+    reports/<experiment>/index.html, audio/        the listening report
 
 A model run is named by a hash of what determines its weights (the method's registry entry
 says which settings: :attr:`MethodEntry.run_fields`), the training mixtures and the sample
@@ -74,6 +76,9 @@ class Layout:
 
     def example(self, experiment: Experiment) -> Path:
         return self.report_dir(experiment) / "example.npz"
+
+    def separations_index(self, experiment: Experiment) -> Path:
+        return self.report_dir(experiment) / "separations.json"
 
 
 def is_done(folder: Path, model_run: bool = False) -> bool:

@@ -24,6 +24,7 @@ from sepvae.io import audio_info, csv_text, file_md5, read_audio, write_text, wr
 from sepvae.layout import DONE, Layout, is_done, mark_done
 from sepvae.metrics import METRICS
 from sepvae.mixing import read_manifest, training_key
+from sepvae.results.html import LISTEN_DEFAULT, Listening
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 
@@ -185,18 +186,25 @@ def score_separations(separations: Path, manifest: Path, layout: Layout = Layout
 
 def evaluate_all(experiment: Experiment, layout: Layout = Layout(), progress: Progress | None = None) -> Path:
     """The evaluate stage: ``metrics.csv`` with one row per (test mixture, source, method)
-    and the unprocessed mixture's own scores as ``input_*``; ``training.json`` and the
-    example spectrogram's arrays for the report."""
+    and the unprocessed mixture's own scores as ``input_*``; ``training.json``, the example
+    spectrogram's arrays and ``separations.json`` (where each method's estimates are) for
+    the report."""
     from sepvae.results import COLUMNS
 
-    rows, times = [], {}
+    rows, times, folds = [], {}, []
     for fold in experiment.folds():
         manifest = find_manifest(fold, layout)
         rate = sample_rate_of(manifest)
-        rows += _metric_rows(fold, manifest, rate, layout, progress)
+        fold_rows, folders = _metric_rows(fold, manifest, rate, layout, progress)
+        rows += fold_rows
+        folds.append({"manifest": str(manifest), "methods": folders})
         for label, fold_times in training_times(fold, manifest, rate, layout).items():
             times.setdefault(label, []).append(fold_times)
     write_text(layout.training(experiment), json.dumps({k: _summed(v) for k, v in times.items()}, indent=1) + "\n")
+    # The listening report finds the audio through this file: per fold, the references'
+    # manifest and the estimates' folders under the layout's runs root (so a moved project
+    # still finds them).
+    write_text(layout.separations_index(experiment), json.dumps({"folds": folds}, indent=1) + "\n")
     first = experiment.folds()[0]
     manifest = find_manifest(first, layout)
     example = layout.example(experiment)
@@ -207,24 +215,28 @@ def evaluate_all(experiment: Experiment, layout: Layout = Layout(), progress: Pr
     return out
 
 
-def _metric_rows(experiment: Experiment, manifest: Path, rate: int, layout: Layout, progress: Progress | None) -> list[dict]:
-    """metrics.csv rows of one (fold) experiment: each method's scores beside the mixture's."""
+def _metric_rows(experiment: Experiment, manifest: Path, rate: int, layout: Layout,
+                 progress: Progress | None) -> tuple[list[dict], list[dict]]:
+    """metrics.csv rows of one (fold) experiment, each method's scores beside the mixture's,
+    and where each method's estimates are (for separations.json)."""
     mixture_method = Method(label="mixture", kind="mixture")
     inputs = {
         (r["mixture_id"], r["source"]): r
         for r in score_separations(separate_method(mixture_method, manifest, layout, rate), manifest, layout,
                                    progress, "mixture")
     }
-    rows = []
+    rows, folders = [], []
     for method in experiment.methods:
         separations = separate_method(method, manifest, layout, rate)
+        folders.append({"method": method.label, "source_mode": str(method.source_mode),
+                        "separations": separations.relative_to(layout.runs).as_posix()})
         for row in score_separations(separations, manifest, layout, progress, method.label):
             base = inputs[(row["mixture_id"], row["source"])]
             rows.append({
                 "experiment": experiment.name, "method": method.label, "source_mode": str(method.source_mode),
                 **row, **{f"input_{m}": base[m] for m in METRICS},
             })
-    return rows
+    return rows, folders
 
 
 def _summed(folds: list[dict]) -> dict:
@@ -318,17 +330,57 @@ def draw_example(example: Path, out_png: Path) -> Path | None:
     return out_png
 
 
-def report(experiment: Experiment, layout: Layout = Layout()) -> Path:
-    """The report stage: report.md with violins, tables and the spectrogram figure, from
-    what evaluate wrote."""
+def report(experiment: Experiment, layout: Layout = Layout(), listen: int = LISTEN_DEFAULT) -> Path:
+    """The report stage: report.md with violins, tables and the spectrogram figure, and
+    index.html with the same plus audio players for the first ``listen`` test mixtures, from
+    what evaluate wrote and the audio it points to."""
     from sepvae.results import write_report
+    from sepvae.results.html import write_report_html
 
+    if listen < 0:
+        raise SepvaeError(f"--listen must be 0 or more, got {listen}")
     metrics = layout.metrics(experiment)
     if not metrics.is_file():
         raise SepvaeError(f"{metrics}: not found (run `sepvae evaluate` first)")
     out_dir = metrics.parent
     figure = draw_example(layout.example(experiment), out_dir / "spectrograms.png")
-    return write_report(metrics, out_dir, f"sepvae: {experiment.name}", spectrogram_png=figure)
+    path = write_report(metrics, out_dir, f"sepvae: {experiment.name}", spectrogram_png=figure)
+    write_report_html(metrics, out_dir, f"sepvae: {experiment.name}", listening(experiment, layout, listen),
+                      spectrogram_png=figure)
+    return path
+
+
+def listening(experiment: Experiment, layout: Layout, listen: int) -> Listening:
+    """The audio of the first ``listen`` test mixtures, found through ``separations.json``;
+    what is missing is said in ``Listening.problem``, never raised: the report reads
+    results, and its tables stand without the audio."""
+    from sepvae.results.html import MixtureAudio
+
+    index = layout.separations_index(experiment)
+    if not index.is_file():
+        return Listening(problem=f"{index} not found (written by `sepvae evaluate` since the listening report)")
+    try:
+        folds = [
+            (Path(fold["manifest"]),
+             {(m["method"], m["source_mode"]): layout.runs / m["separations"] for m in fold["methods"]})
+            for fold in json.loads(index.read_text())["folds"]
+        ]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise SepvaeError(f"{index}: not a separations index ({type(exc).__name__}: {exc}); rerun `sepvae evaluate`") from None
+    shown, total = [], 0
+    for manifest, folders in folds:  # the first ``listen`` test mixtures, fold after fold
+        if not manifest.is_file():
+            return Listening(problem=f"the test mixtures' manifest {manifest} is not here")
+        missing = [str(folder) for folder in folders.values() if not is_done(folder)]
+        if missing:
+            return Listening(problem=f"estimates not found: {', '.join(missing)} (run `sepvae separate-set -c {experiment.path}`)")
+        tests = read_manifest(manifest, "test")
+        total += len(tests)
+        shown += [MixtureAudio(m.id, m.mixture_path, m.source_paths,
+                               {key: {s: folder / m.id / f"{s}.wav" for s in m.source_paths}
+                                for key, folder in folders.items()})
+                  for m in tests[: max(0, listen - len(shown))]]
+    return Listening(tuple(shown), total)
 
 
 def export_model(experiment: Experiment, label: str = "best", name: str = "default",

@@ -78,3 +78,27 @@ def write_sweep_metrics(reports, name, rows):
     out = reports / name / "metrics.csv"
     out.parent.mkdir(parents=True)
     return write_csv(out, rows)
+
+
+def write_fixture_results(tmp_path):
+    """RESULTS.md of four sweeps with known differences: (RESULTS.md, experiment files, reports root)."""
+    from sepvae.results import write_results
+
+    reports = tmp_path / "reports"
+    # compare-models: VAE ~ beta-VAE; ITL-AE with 5 dB worse SAR, same SDR, 5 dB better SIR.
+    compare = {m.label: (0.0, 0.0, 0.0) for m in experiment("compare-models").methods}
+    compare["itl-ae"] = (0.0, 5.0, -5.0)
+    compare["oracle-irm"] = (8.0, 8.0, 8.0)
+    write_sweep_metrics(reports, "compare-models", sweep_rows("compare-models", compare))
+    # sweep-beta: beta 16 is 5 dB worse everywhere: "no difference among beta > 1" must fail.
+    beta = {m.label: (0.0, 0.0, 0.0) for m in experiment("sweep-beta").methods}
+    beta["16"] = (-5.0, -5.0, -5.0)
+    write_sweep_metrics(reports, "sweep-beta", sweep_rows("sweep-beta", beta))
+    # sweep-window: E 5 dB better than every other setting, in both readings.
+    window = {m.label: (0.0, 0.0, 0.0) for m in experiment("sweep-window").methods}
+    window["E"] = window["E hop"] = (5.0, 0.0, 0.0)
+    write_sweep_metrics(reports, "sweep-window", sweep_rows("sweep-window", window))
+    experiments = [EXPERIMENTS / f"{name}.toml" for name in ("sweep-window", "sweep-latent", "sweep-beta",
+                                                              "compare-models")]
+    out = tmp_path / "experiments" / "RESULTS.md"
+    return write_results(experiments, reports, out), experiments, reports

@@ -17,53 +17,6 @@ from tests.conftest import write_sample_tree
 
 runner = CliRunner()
 
-EXPERIMENT = """
-name = "tiny"
-[mix]
-n_mixtures = 8
-n_test = 2
-[stft]
-setting = "E"
-[model]
-hidden = [32]
-latent = 8
-decoder_hidden = [32]
-[train]
-epochs = 2
-batch_size = 64
-[[methods]]
-kind = "mixture"
-[[methods]]
-kind = "oracle-irm"
-[[methods]]
-kind = "oracle-ibm"
-[[methods]]
-kind = "nmf"
-nmf_components = 4
-[[methods]]
-kind = "vae"
-[[methods]]
-kind = "itl-ae"
-source_mode = "speaker"
-"""
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("run")
-    write_sample_tree(root / "timit")
-    config = root / "tiny.toml"
-    config.write_text(EXPERIMENT)
-    paths = Layout(corpus=root / "corpus.csv", mixtures=root / "mixtures", runs=root / "runs", reports=root / "reports")
-    result = runner.invoke(app, ["data", "--timit-root", str(root / "timit"), "--out", str(paths.corpus)])
-    assert result.exit_code == 0, result.output
-    experiment = load_experiment(config)
-    manifest_of(experiment, paths)
-    runs = train_all(experiment, paths, device="cpu")
-    separate_all(experiment, paths)
-    metrics = evaluate_all(experiment, paths)
-    return experiment, paths, runs, metrics
-
 
 def test_every_method_scored(tiny_run):
     experiment, paths, runs, metrics = tiny_run

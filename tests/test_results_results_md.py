@@ -7,29 +7,12 @@ from sepvae.errors import SepvaeError
 from sepvae.results import default_experiments, write_results
 from sepvae.results.findings import FINDINGS, family_of
 from sepvae.results.results_md import SWEEPS
-from tests.results_fixtures import EXPERIMENTS, experiment, sweep_rows, write_sweep_metrics
+from tests.results_fixtures import EXPERIMENTS, experiment, sweep_rows, write_fixture_results, write_sweep_metrics
 
 
 @pytest.fixture
 def fixture_results(tmp_path):
-    reports = tmp_path / "reports"
-    # compare-models: VAE ~ beta-VAE; ITL-AE with 5 dB worse SAR, same SDR, 5 dB better SIR.
-    compare = {m.label: (0.0, 0.0, 0.0) for m in experiment("compare-models").methods}
-    compare["itl-ae"] = (0.0, 5.0, -5.0)
-    compare["oracle-irm"] = (8.0, 8.0, 8.0)
-    write_sweep_metrics(reports, "compare-models", sweep_rows("compare-models", compare))
-    # sweep-beta: beta 16 is 5 dB worse everywhere: "no difference among beta > 1" must fail.
-    beta = {m.label: (0.0, 0.0, 0.0) for m in experiment("sweep-beta").methods}
-    beta["16"] = (-5.0, -5.0, -5.0)
-    write_sweep_metrics(reports, "sweep-beta", sweep_rows("sweep-beta", beta))
-    # sweep-window: E 5 dB better than every other setting, in both readings.
-    window = {m.label: (0.0, 0.0, 0.0) for m in experiment("sweep-window").methods}
-    window["E"] = window["E hop"] = (5.0, 0.0, 0.0)
-    write_sweep_metrics(reports, "sweep-window", sweep_rows("sweep-window", window))
-    experiments = [EXPERIMENTS / f"{name}.toml" for name in ("sweep-window", "sweep-latent", "sweep-beta",
-                                                              "compare-models")]
-    out = tmp_path / "experiments" / "RESULTS.md"
-    return write_results(experiments, reports, out), experiments, reports
+    return write_fixture_results(tmp_path)
 
 
 def _verdict_row(text, finding):
@@ -49,6 +32,9 @@ def test_write_results_writes_verdicts_and_small_figures(fixture_results):
         assert png.stat().st_size < 200_000
         assert f"](results/{png.name})" in text
     assert "Which reading of “overlap”?" in text
+    page = (out.parent / "results.html").read_text()  # the same figures and tables as a page
+    assert "<caption>Verdicts on the paper&#x27;s findings</caption>" in page and "<strong>agree</strong>" in page
+    assert all(f'src="results/{png.name}"' in page for png in figures) and page.count("<details>") > 3
 
 
 def test_verdicts_follow_known_differences(fixture_results):

@@ -2,7 +2,8 @@
 
 It reads what the evaluate stage wrote into ``reports/<experiment>/`` (``metrics.csv``, one
 row per mixture, source and method; ``training.json``, the wall times of the trained
-models) and nothing else: it never runs a model, makes a mixture or opens a training run.
+models) and, for the listening page only, the audio files the report stage points it to:
+it never runs a model, makes a mixture or opens a training run.
 
 - :mod:`~sepvae.results.stats`: reading ``metrics.csv``, grouping, summary tables, dropped
   values, paired comparisons and their verdicts, the summary of a training history.
@@ -11,6 +12,9 @@ models) and nothing else: it never runs a model, makes a mixture or opens a trai
 - :mod:`~sepvae.results.report_md`: an experiment's ``report.md`` and ``summary.json``.
 - :mod:`~sepvae.results.results_md`: ``experiments/RESULTS.md``, the sweeps side by side,
   with its verdict sections from :mod:`~sepvae.results.verdicts_md`.
+- :mod:`~sepvae.results.tables`: tables as data, rendered to Markdown by the two above and
+  to HTML by :mod:`~sepvae.results.html`: ``index.html`` (with audio players) beside each
+  report.md, and ``results.html`` beside RESULTS.md.
 
 matplotlib and scipy are imported only by the functions that need them, so importing this
 package stays cheap.

@@ -317,6 +317,37 @@ def sweep_figure(rows: Sequence[Mapping[str, Any]], experiment: Experiment, out_
     return _save_png(fig, out_png, dpi=SWEEP_DPI, metadata={"Software": None})
 
 
+def spectrogram_thumbnail(out_png: str | Path, magnitude: np.ndarray, peak: float, *, floor_db: float = 80.0,
+                          pool: int = 2) -> Path:
+    """A spectrogram as a bare image, one pixel per ``pool`` x ``pool`` (bins x frames)
+    block (their maximum, so short onsets and thin harmonics stay visible), in dB re.
+    ``peak`` down to ``floor_db``.
+
+    No axes or figure: the listening page draws hundreds of these next to its players,
+    where a figure each would be slow and large; the page states the axes once.
+
+    Shape:
+        magnitude: (bins, frames), low frequencies in row 0 (drawn at the bottom).
+    Raises ValueError on an array that is not 2-D or empty.
+    """
+    from matplotlib.image import imsave
+
+    from sepvae.io import atomic_output
+
+    magnitude = np.abs(np.asarray(magnitude, dtype=float))
+    if magnitude.ndim != 2 or 0 in magnitude.shape:
+        raise ValueError(f"expected a non-empty (bins, frames) array, got shape {magnitude.shape}")
+    rows, cols = (max(1, n // pool) for n in magnitude.shape)
+    step_rows, step_cols = magnitude.shape[0] // rows, magnitude.shape[1] // cols
+    pooled = magnitude[: rows * step_rows, : cols * step_cols].reshape(rows, step_rows, cols, step_cols).max(axis=(1, 3))
+    peak = peak if peak > 0 else 1.0
+    db = 20 * np.log10(np.maximum(pooled, peak * 10 ** (-floor_db / 20)) / peak)
+    out_png = Path(out_png)
+    with atomic_output(out_png) as tmp:
+        imsave(tmp, db, cmap="magma", vmin=-floor_db, vmax=0, origin="lower", format="png")
+    return out_png
+
+
 def _save_png(fig, out_png: str | Path, dpi: int, **savefig_args: Any) -> Path:
     from sepvae.io import atomic_output
 

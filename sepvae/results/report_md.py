@@ -28,6 +28,17 @@ from sepvae.results.stats import (
     read_metrics,
     summary_table,
 )
+from sepvae.results.tables import Table, markdown_lines
+
+# The report's violin figures: file, metrics, caption (report.md and index.html show them).
+VIOLIN_FIGURES = (
+    ("violins.png", PAPER_METRICS, "SAR, SDR and SIR as in the paper's Figures 21/22, plus PESQ"),
+    ("violins_extra.png", EXTRA_METRICS, "SI-SDR, STOI and improvements over the unprocessed mixture"),
+)
+VIOLIN_NOTE = ("Black bar: median; dots: single (mixture, source) values coloured by source; n under each "
+               f"method; dB values beyond ±{OFF_SCALE_DB:g} dB (the mixture's own SAR) are counted at the top.")
+RESULTS_NOTE = ("Median (mean ± std) over all (mixture, source) pairs; SDRi is the median SDR improvement "
+                "over the unprocessed mixture. *: some values were NaN and were left out (see Missing values).")
 
 
 def markdown_table(table: Sequence[Mapping[str, Any]], metrics: Sequence[str] = TABLE_METRICS) -> str:
@@ -35,13 +46,20 @@ def markdown_table(table: Sequence[Mapping[str, Any]], metrics: Sequence[str] = 
 
     Cells with NaN/Inf values dropped get ``*``; a metric without any value shows ``–``.
     """
+    return "\n".join(markdown_lines(summary_cells(table, metrics))) + "\n"
+
+
+def summary_cells(table: Sequence[Mapping[str, Any]], metrics: Sequence[str] = TABLE_METRICS,
+                  caption: str = "") -> Table:
+    """:func:`summary_table` as a :class:`Table`: ``median (mean ± std)`` per metric, ``*``
+    where NaN/Inf values were dropped, ``–`` for a metric without any value."""
     by_source = any("source" in entry for entry in table)
     header = ["method"] + (["source"] if by_source else []) + ["n"]
     header += [f"{metric_name(m)}" + (f" ({metric_unit(m)})" if metric_unit(m) else "") for m in metrics]
     header.append("SDRi median (dB)")
     n_text = len(header) - len(metrics) - 1
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * n_text + ["--:"] * (len(metrics) + 1)) + "|"]
     digits = {m: 3 if IMPROVEMENTS.get(m, m) == "stoi" else 2 for m in metrics}
+    rows = []
     for entry in table:
         cells = [entry["label"]] + ([entry.get("source", "")] if by_source else []) + [str(entry["n"])]
         for metric in metrics:
@@ -55,8 +73,8 @@ def markdown_table(table: Sequence[Mapping[str, Any]], metrics: Sequence[str] = 
                 cell += "*"
             cells.append(cell)
         cells.append(_fmt(entry["sdri_median"], 2))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append(tuple(cells))
+    return Table(tuple(header), tuple(rows), (False,) * n_text + (True,) * (len(metrics) + 1), caption)
 
 
 def _fmt(value: float, digits: int) -> str:
@@ -114,10 +132,7 @@ def write_report(
     table = summary_table(rows)
     by_source = summary_table(rows, by_source=True)
     figures = []
-    for name, metrics, caption in (
-        ("violins.png", PAPER_METRICS, "SAR, SDR and SIR as in the paper's Figures 21/22, plus PESQ"),
-        ("violins_extra.png", EXTRA_METRICS, "SI-SDR, STOI and improvements over the unprocessed mixture"),
-    ):
+    for name, metrics, caption in VIOLIN_FIGURES:
         shown = [m for m in metrics if np.isfinite(metric_values(rows, m)).any()]
         if shown:
             violin_figure(rows, shown, title=f"{title}: {', '.join(metric_name(m) for m in shown)}",
@@ -127,22 +142,13 @@ def write_report(
     all_metrics = sorted(set(TABLE_METRICS) | set(PAPER_METRICS) | set(EXTRA_METRICS), key=str)
     dropped = dropped_counts(rows, all_metrics)
     labels = list(method_labels(rows).values())
-    experiments = list(dict.fromkeys(row["experiment"] for row in rows))
-    sources = list(dict.fromkeys(row["source"] for row in rows))
-    mixtures = {(row["experiment"], row["mixture_id"]) for row in rows}
-
     lines = [f"# {title}", "", "## What was run", ""]
+    lines += [f"- {fact}" for fact in run_facts(rows, metrics_csv)]
     lines += [
-        f"- metrics: `{metrics_csv}` ({len(rows)} rows, one per mixture, source and method)",
-        f"- experiment{'s' if len(experiments) > 1 else ''}: {', '.join(experiments)}",
-        f"- {len({m for _, m in mixtures})} test mixture(s); sources: {', '.join(sources)}",
-        f"- methods (x axis order): {', '.join(labels)}",
-        f"- source mode(s): {', '.join(dict.fromkeys(row['source_mode'] for row in rows))}",
         "",
         "## Results",
         "",
-        "Median (mean ± std) over all (mixture, source) pairs; SDRi is the median SDR improvement "
-        "over the unprocessed mixture. `*`: some values were NaN and were left out (see below).",
+        RESULTS_NOTE,
         "",
         markdown_table(table),
         "### Per source",
@@ -152,9 +158,7 @@ def write_report(
     if figures:
         lines += ["## Violin plots", ""]
         for name, caption in figures:
-            lines += [f"![{caption}]({name})", "", f"*{caption}. Black bar: median; dots: single "
-                      "(mixture, source) values coloured by source; n under each method; dB values beyond "
-                      f"±{OFF_SCALE_DB:g} dB (the mixture's own SAR) are counted at the top.*", ""]
+            lines += [f"![{caption}]({name})", "", f"*{caption}. {VIOLIN_NOTE}*", ""]
     if spectrogram_png is not None:
         lines += ["## Spectrograms", "", f"![spectrograms]({_place(Path(spectrogram_png), out_dir)})", ""]
     for heading, body in (extra_sections or {}).items():
@@ -163,8 +167,7 @@ def write_report(
     if dropped:
         lines.append("NaN/Inf values left out of the table and plots (method: metric count):")
         lines.append("")
-        for label, counts in dropped.items():
-            lines.append(f"- {label}: " + ", ".join(f"{metric_name(m)} {n}" for m, n in counts.items()))
+        lines += [f"- {text}" for text in dropped_lines(dropped)]
     else:
         lines.append("None: every score is a finite number.")
     lines.append("")
@@ -183,6 +186,27 @@ def write_report(
     report = out_dir / "report.md"
     write_text(report, "\n".join(lines))
     return report
+
+
+def run_facts(rows: Sequence[Mapping[str, Any]], metrics_csv: Path) -> list[str]:
+    """What was run, one sentence each: the metrics file, experiments, mixtures, sources, methods."""
+    labels = list(method_labels(rows).values())
+    experiments = list(dict.fromkeys(row["experiment"] for row in rows))
+    sources = list(dict.fromkeys(row["source"] for row in rows))
+    mixtures = {(row["experiment"], row["mixture_id"]) for row in rows}
+    return [
+        f"metrics: {metrics_csv} ({len(rows)} rows, one per mixture, source and method)",
+        f"experiment{'s' if len(experiments) > 1 else ''}: {', '.join(experiments)}",
+        f"{len({m for _, m in mixtures})} test mixture(s); sources: {', '.join(sources)}",
+        f"methods (x axis order): {', '.join(labels)}",
+        f"source mode(s): {', '.join(dict.fromkeys(row['source_mode'] for row in rows))}",
+    ]
+
+
+def dropped_lines(dropped: Mapping[str, Mapping[str, int]]) -> list[str]:
+    """``method: metric count, ...`` per method of :func:`dropped_counts`."""
+    return [f"{label}: " + ", ".join(f"{metric_name(m)} {n}" for m, n in counts.items())
+            for label, counts in dropped.items()]
 
 
 def _place(png: Path, out_dir: Path) -> str:

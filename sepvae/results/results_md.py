@@ -24,6 +24,7 @@ from sepvae.errors import SepvaeError
 from sepvae.results.figures import PAPER_METRICS, sweep_figure
 from sepvae.results.findings import LARGE_SUFFIX, ExperimentResults, family_of, format_seconds, judge_all
 from sepvae.results.stats import metric_name, metric_unit, read_metrics, summary_table
+from sepvae.results.tables import Cell, Styled, Table, markdown_lines
 from sepvae.results.verdicts_md import method_section, reading_section, verdict_section
 
 # The experiments RESULTS.md covers, in its order; each may have a "-large" twin.
@@ -34,17 +35,22 @@ DISCUSSION_PLACEHOLDER = (
     "`sepvae results` keeps this section as it is and regenerates everything else.*\n\n"
     "(not written yet)\n"
 )
+FIGURE_NOTE = ("Violins: the distribution over (mixture, source); black bar: median; dots: single estimates; "
+               "diamonds with bars (reference methods beside a sweep): median and interquartile range.")
+BATCH_NOTE = ("Batch 1 trains under a smaller epoch budget (see `experiments/sweep-batch.toml`): "
+              "compare its time per epoch, not its total.")
 TRAINING_FIELDS = ("epochs", "seconds", "seconds_per_epoch", "best_epoch", "epoch_budget", "batch_size")
 
 
 def write_results(experiments: list[Path], reports_root: Path = Path("reports"),
-                  out: Path = Path("experiments/RESULTS.md")) -> Path:
+                  out: Path = Path("experiments/RESULTS.md"), html: bool = True) -> Path:
     """Write ``out`` (RESULTS.md) and one violin PNG per experiment in ``out.parent/results/``.
 
     ``experiments``: experiment TOML files, in the order their sections appear. An
     experiment whose ``metrics.csv`` is missing is listed as not run yet. The section under
     ``## Discussion`` of an existing ``out`` is kept as it is; the rest is regenerated.
-    Returns ``out``.
+    With ``html``, also ``results.html`` beside ``out`` (its stem in lower case): the same
+    figures and tables as a page (:mod:`sepvae.results.html`). Returns ``out``.
     """
     from sepvae.io import write_text
 
@@ -62,24 +68,32 @@ def write_results(experiments: list[Path], reports_root: Path = Path("reports"),
         "",
         "## Experiments",
         "",
-        "| experiment | config | what | test set | status |",
-        "|---|---|---|---|---|",
+        *markdown_lines(_experiments_table(runs)),
+        "",
     ]
-    for run in runs:
-        lines.append(f"| [{run.experiment.name}](#{_anchor(run.experiment.name)}) | `{_shown_path(run.path)}` | "
-                     f"{_description(run.path)} | {_test_set(run)} | {_status(run)} |")
-    lines.append("")
-
     results = judge_all(runs)
     lines += verdict_section(results)
     lines += reading_section(runs)
-    for run in runs:
-        if run.rows is not None or not run.large:  # a twin not run is listed in the table above only
-            lines += _experiment_section(run, figures_dir, out.parent)
+    # A twin not run is listed in the experiments table only.
+    shown = [run for run in runs if run.rows is not None or not run.large]
+    figures = {run.experiment.name: sweep_figure(run.rows, run.experiment, figures_dir / f"{run.experiment.name}.png")
+               for run in shown if run.rows is not None}
+    for run in shown:
+        lines += _experiment_section(run, figures.get(run.experiment.name), out.parent)
     lines += method_section()
     lines += [discussion.rstrip(), ""]
     write_text(out, "\n".join(lines))
+    if html:
+        from sepvae.results.html import write_results_html
+
+        write_results_html(html_page(out), _experiments_table(runs), results,
+                           [_html_section(run, figures.get(run.experiment.name), out.parent) for run in shown])
     return out
+
+
+def html_page(out: Path) -> Path:
+    """Where :func:`write_results` puts the HTML page of ``out``: ``RESULTS.md`` -> ``results.html``."""
+    return Path(out).with_name(f"{Path(out).stem.lower()}.html")
 
 
 def default_experiments(root: Path = Path("experiments")) -> list[Path]:
@@ -155,9 +169,9 @@ def _test_set(run: ExperimentResults) -> str:
     return f"{n_mixtures} mixtures, {n_estimates} estimates per violin"
 
 
-def _status(run: ExperimentResults) -> str:
+def _status(run: ExperimentResults) -> Cell:
     if run.rows is None:
-        return "**not run yet**"
+        return Styled("not run yet", "strong")
     return f"run ({len(run.rows)} rows)" + (f"; {run.problem}" if run.problem else "")
 
 
@@ -165,7 +179,14 @@ def _anchor(heading: str) -> str:
     return re.sub(r"[^a-z0-9 _-]", "", heading.lower()).replace(" ", "-")
 
 
-def _experiment_section(run: ExperimentResults, figures_dir: Path, base: Path) -> list[str]:
+def _experiments_table(runs: list[ExperimentResults]) -> Table:
+    rows = tuple((Styled(run.experiment.name, "link", f"#{_anchor(run.experiment.name)}"),
+                  Styled(_shown_path(run.path), "code"), _description(run.path), _test_set(run), _status(run))
+                 for run in runs)
+    return Table(("experiment", "config", "what", "test set", "status"), rows, (False,) * 5, "The experiments")
+
+
+def _experiment_section(run: ExperimentResults, png: Path | None, base: Path) -> list[str]:
     experiment = run.experiment
     lines = [f"## {experiment.name}", "", f"`{_shown_path(run.path)}`: {_description(run.path)}. "
              f"x = {experiment.sweep or 'method'}.", ""]
@@ -174,26 +195,49 @@ def _experiment_section(run: ExperimentResults, figures_dir: Path, base: Path) -
                         f"with `--config {_shown_path(run.path)}`, then `sepvae results`.", ""]
     if run.problem:
         lines += [f"*Note*: {run.problem}.", ""]
-    png = sweep_figure(run.rows, experiment, figures_dir / f"{experiment.name}.png")
-    lines += [f"![{experiment.name}]({png.relative_to(base).as_posix() if png.is_relative_to(base) else png})", "",
-              "*Violins: the distribution over (mixture, source); black bar: median; dots: single estimates; "
-              "diamonds with bars (reference methods beside a sweep): median and interquartile range.*", ""]
-    lines += _medians_table(run)
-    if family_of(experiment.name) == "sweep-batch":
-        lines += _batch_times(run)
+    lines += [f"![{experiment.name}]({_relative(png, base)})", "", f"*{FIGURE_NOTE}*", ""]
+    for table, note in _tables(run):
+        lines += [table.caption, "", *markdown_lines(table), ""] + ([note, ""] if note else [])
     return lines
 
 
-def _medians_table(run: ExperimentResults) -> list[str]:
+def _html_section(run: ExperimentResults, png: Path | None, base: Path):
+    """The experiment's section of results.html: the same figure and tables as its Markdown section."""
+    from sepvae.results.html import Figure, Section
+
+    experiment = run.experiment
+    text = [f"{_shown_path(run.path)}: {_description(run.path)}. x = {experiment.sweep or 'method'}."]
+    if run.rows is None:
+        text.append(f"Not run yet: make {experiment.name}, then sepvae results.")
+    elif run.problem:
+        text.append(f"Note: {run.problem}.")
+    tables = _tables(run) if run.rows is not None else []
+    return Section(experiment.name, _anchor(experiment.name),
+                   paragraphs=tuple(text + [note for _, note in tables if note]),
+                   figures=(Figure(_relative(png, base), f"Violins of {experiment.name}: SAR, SDR, SIR and PESQ "
+                                   f"per {experiment.sweep or 'method'}", FIGURE_NOTE),) if png else (),
+                   tables=tuple(table for table, _ in tables))
+
+
+def _relative(png: Path, base: Path) -> str:
+    return png.relative_to(base).as_posix() if png.is_relative_to(base) else str(png)
+
+
+def _tables(run: ExperimentResults) -> list[tuple[Table, str]]:
+    """The experiment's tables, each with a note to show after it ("" for none)."""
+    tables = [(_medians_table(run), "")]
+    if family_of(run.experiment.name) == "sweep-batch":
+        tables.append((_batch_times(run), BATCH_NOTE))
+    return tables
+
+
+def _medians_table(run: ExperimentResults) -> Table:
     methods = {m.label: m for m in run.experiment.methods if m.source_mode is SourceMode.GENDER}
     several_stfts = len({(m.stft.window_ms, m.stft.hop_ms) for m in methods.values()}) > 1
     table = summary_table([row for row in run.rows if row["source_mode"] == SourceMode.GENDER], PAPER_METRICS)
     header = ["method", "kind"] + (["window / hop (ms)"] if several_stfts else []) + ["n"]
     header += [f"{metric_name(m)} ({metric_unit(m)})" for m in PAPER_METRICS] + ["SDRi (dB)", "training"]
-    lines = ["Medians over all (mixture, source) estimates; SDRi: median SDR improvement over the mixture; "
-             "training: epochs run (best) and wall time.", "",
-             "| " + " | ".join(header) + " |", "|" + "|".join(["---"] * (len(header) - len(PAPER_METRICS) - 2)
-                                                          + ["--:"] * (len(PAPER_METRICS) + 1) + ["---"]) + "|"]
+    rows = []
     for entry in table:
         method = methods.get(entry["method"])
         cells = [entry["method"], method.kind if method else "?"]
@@ -206,23 +250,26 @@ def _medians_table(run: ExperimentResults) -> list[str]:
         cells.append(f"{entry['sdri_median']:.2f}" if math.isfinite(entry["sdri_median"]) else "–")
         time = run.times.get(entry["method"])
         cells.append(f"{time['epochs']} ({time['best_epoch']}), {format_seconds(time['seconds'])}" if time else "–")
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines + [""]
+        rows.append(tuple(cells))
+    n_text = len(header) - len(PAPER_METRICS) - 2
+    return Table(tuple(header), tuple(rows), (False,) * n_text + (True,) * (len(PAPER_METRICS) + 1) + (False,),
+                 "Medians over all (mixture, source) estimates; SDRi: median SDR improvement over the mixture; "
+                 "training: epochs run (best) and wall time.")
 
 
-def _batch_times(run: ExperimentResults) -> list[str]:
-    lines = ["Training wall time (from training.json: the sum of the epochs' \"seconds\"; both sources' models "
-             "train together; measured on whatever else the machine was doing):", "",
-             "| batch | epochs run / budget | best epoch | s per epoch | total |", "|--:|---|--:|--:|--:|"]
+def _batch_times(run: ExperimentResults) -> Table:
+    rows = []
     for method in run.experiment.methods:
         time = run.times.get(method.label)
         if time is None:
-            lines.append(f"| {method.label} | not found | – | – | – |")
+            rows.append((method.label, "not found", "–", "–", "–"))
             continue
-        lines.append(f"| {method.label} | {time['epochs']} / {time['epoch_budget']} | {time['best_epoch']} | "
-                     f"{time['seconds_per_epoch']:.1f} | {format_seconds(time['seconds'])} |")
-    return lines + ["", "Batch 1 trains under a smaller epoch budget (see `experiments/sweep-batch.toml`): "
-                    "compare its time per epoch, not its total.", ""]
+        rows.append((method.label, f"{time['epochs']} / {time['epoch_budget']}", str(time["best_epoch"]),
+                     f"{time['seconds_per_epoch']:.1f}", format_seconds(time["seconds"])))
+    return Table(("batch", "epochs run / budget", "best epoch", "s per epoch", "total"), tuple(rows),
+                 (True, False, True, True, True),
+                 "Training wall time (from training.json: the sum of the epochs' \"seconds\"; both sources' models "
+                 "train together; measured on whatever else the machine was doing):")
 
 
 def _existing_discussion(out: Path) -> str:

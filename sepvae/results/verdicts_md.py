@@ -22,11 +22,12 @@ from sepvae.results.findings import (
     window_findings,
 )
 from sepvae.results.stats import ALPHA, MARGIN_DB, WIDE_DB, metric_name, metric_values
+from sepvae.results.tables import Cell, Styled, Table, markdown_lines
 
 READINGS = {"": "overlap reading (hop = window − overlap)", "hop": "hop reading (hop = the 2nd number)"}
 
 
-_MARK = {"agree": "**agree**", "disagree": "**disagree**", "inconclusive": "inconclusive"}
+_MARK = {"agree": "**agree**", "disagree": "**disagree**", "inconclusive": "inconclusive"}  # the readings' cells
 
 
 def _numbers(j: Judged) -> str:
@@ -56,38 +57,52 @@ def verdict_section(results: list[FindingResult]) -> list[str]:
         f"of ±{MARGIN_DB:g} dB from none: the `*{LARGE_SUFFIX}.toml` variants score the same models on "
         "all ~100 pairs of the held-out test utterances.",
         "",
-        "| # | finding | paper | experiment | our numbers | p | verdict | why |",
-        "|--:|---|---|---|---|--:|---|---|",
     ]
-    for i, result in enumerate(results, start=1):
-        numbers = _numbers(result.shown) if result.shown else "–"
-        if result.time_note:
-            numbers += f"; {result.time_note}"
-        p = f"{result.shown.stats['p_value']:.3g}" if result.shown else "–"
-        lines.append(f"| {i} | {result.finding.name} | “{result.finding.paper}” | {result.experiment} | "
-                     f"{numbers} | {p} | {_MARK.get(result.verdict, result.verdict)} | "
-                     f"{result.reason.replace('|', '/')} |")
+    lines += markdown_lines(verdict_table(results))
     lines.append("")
     detailed = [r for r in results if r.judged]
     if detailed:
         lines += ["### Every comparison", ""]
         for result in detailed:
-            lines += [f"<details><summary>{result.finding.name} — {result.experiment}: {result.verdict} "
-                      f"({len(result.judged)} comparison{'s' if len(result.judged) > 1 else ''})</summary>", ""]
-            lines += _comparison_table(result.judged)
+            lines += [f"<details><summary>{comparisons_summary(result)}</summary>", ""]
+            lines += markdown_lines(comparison_table(result.judged)) + [""]
             lines += ["</details>", ""]
     return lines
 
 
-def _comparison_table(judged: list[Judged]) -> list[str]:
-    lines = ["| metric | claim | median a | median b | Δ median [95 % CI] | p | n | verdict |",
-             "|---|---|--:|--:|---|--:|--:|---|"]
+def verdict_table(results: list[FindingResult]) -> Table:
+    """One row per finding: the paper's words, our numbers for the deciding comparison, the verdict."""
+    rows = []
+    for i, result in enumerate(results, start=1):
+        numbers = _numbers(result.shown) if result.shown else "–"
+        if result.time_note:
+            numbers += f"; {result.time_note}"
+        p = f"{result.shown.stats['p_value']:.3g}" if result.shown else "–"
+        rows.append((str(i), result.finding.name, f"“{result.finding.paper}”", result.experiment, numbers, p,
+                     _mark(result.verdict), result.reason.replace("|", "/")))
+    return Table(("#", "finding", "paper", "experiment", "our numbers", "p", "verdict", "why"), tuple(rows),
+                 (True, False, False, False, False, True, False, False), "Verdicts on the paper's findings",
+                 row_header=1)
+
+
+def comparisons_summary(result: FindingResult) -> str:
+    n = len(result.judged)
+    return f"{result.finding.name} — {result.experiment}: {result.verdict} ({n} comparison{'s' if n > 1 else ''})"
+
+
+def _mark(verdict: str) -> Cell:
+    return Styled(verdict, "strong") if verdict in ("agree", "disagree") else verdict
+
+
+def comparison_table(judged: list[Judged]) -> Table:
+    rows = []
     for j in judged:
         s, c = j.stats, j.comparison
-        lines.append(f"| {metric_name(c.metric)} | {c.a} {_claim_text(c)} {c.b} | {s['median_a']:.2f} | "
-                     f"{s['median_b']:.2f} | {s['median_diff']:+.2f} [{s['ci_low']:+.2f}, {s['ci_high']:+.2f}] | "
-                     f"{s['p_value']:.3g} | {s['n']} | {j.verdict} |")
-    return lines + [""]
+        rows.append((metric_name(c.metric), f"{c.a} {_claim_text(c)} {c.b}", f"{s['median_a']:.2f}",
+                     f"{s['median_b']:.2f}", f"{s['median_diff']:+.2f} [{s['ci_low']:+.2f}, {s['ci_high']:+.2f}]",
+                     f"{s['p_value']:.3g}", str(s["n"]), j.verdict))
+    return Table(("metric", "claim", "median a", "median b", "Δ median [95 % CI]", "p", "n", "verdict"), tuple(rows),
+                 (False, False, True, True, False, True, True, False), "Every comparison behind the verdict", 1)
 
 
 def reading_section(runs: Sequence[ExperimentResults]) -> list[str]:

@@ -78,7 +78,8 @@ def verdict_table(results: list[FindingResult]) -> Table:
         if result.time_note:
             numbers += f"; {result.time_note}"
         p = f"{result.shown.stats['p_value']:.3g}" if result.shown else "–"
-        rows.append((str(i), result.finding.name, f"“{result.finding.paper}”", result.experiment, numbers, p,
+        claim = f"sepvae: {result.finding.paper}" if result.finding.ours else f"“{result.finding.paper}”"
+        rows.append((str(i), result.finding.name, claim, result.experiment, numbers, p,
                      _mark(result.verdict), result.reason.replace("|", "/")))
     return Table(("#", "finding", "paper", "experiment", "our numbers", "p", "verdict", "why"), tuple(rows),
                  (True, False, False, False, False, True, False, False), "Verdicts on the paper's findings",

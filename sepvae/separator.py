@@ -115,7 +115,7 @@ class Separator:
 
     @classmethod
     def from_run(
-        cls, run: str | Path, sources: list[str] | dict[str, str] | None = None, device: str = "auto",
+        cls, run: str | Path, sources: list[str] | None = None, device: str = "auto",
         mask_power: float = 1.0, models: dict[str, str] | None = None,
     ) -> "Separator":
         """Load a model folder (a training run or a shipped model), checked against its card.

@@ -409,12 +409,13 @@ def export_model(experiment: Experiment, label: str = "best", name: str = "defau
         raise SepvaeError(f"no evaluated gender-mode model method {label!r} in {experiment.path}"
                           f"{f' and {chosen_by.path}' if chosen_by else ''}; have {', '.join(scored)}")
     evaluation = {"method": label, **_card_medians(experiment, scored[label])}
+    extra = {"mask_power": candidates[label].mask_power}  # what it was evaluated with: separate's default
     if chosen_by is not None:
         evaluation["chosen_by"] = _card_medians(chosen_by, judged[label])
     manifest = find_manifest(experiment, layout)
     licence = "TIMIT corpus sample, Copyright 1993 Linguistic Data Consortium, CC BY-NC-SA"
     run = _trained_run(candidates[label], manifest, sample_rate_of(manifest), layout)
-    return export(run, name, root=root, extra={"evaluation": evaluation, "data_licence": licence})
+    return export(run, name, root=root, extra={**extra, "evaluation": evaluation, "data_licence": licence})
 
 
 def _gender_medians(experiment: Experiment, layout: Layout, labels) -> dict[str, dict]:

@@ -116,13 +116,14 @@ class Separator:
     @classmethod
     def from_run(
         cls, run: str | Path, sources: list[str] | None = None, device: str = "auto",
-        mask_power: float = 1.0, models: dict[str, str] | None = None,
+        mask_power: float | None = None, models: dict[str, str] | None = None,
     ) -> "Separator":
         """Load a model folder (a training run or a shipped model), checked against its card.
 
         Every source of the card, in its order, or those named in ``sources``; ``models``
         maps each source to another checkpoint of the folder (speaker mode: source ->
-        that mixture's speaker).
+        that mixture's speaker). ``mask_power`` None: the exponent the card recommends
+        (``info.mask_power``, what the model was evaluated with), else 1 (eq. 90).
         """
         from sepvae.checkpoint import card_of, load_checkpoint
         from sepvae.device import pick_device
@@ -140,10 +141,12 @@ class Separator:
             source: load_checkpoint(run / card.weights_file(stem), torch_device, card)[0]
             for source, stem in models.items()
         }
+        if mask_power is None:
+            mask_power = float(card.info.get("mask_power", 1.0))
         return cls(loaded, card.stft, card.sample_rate, mask_power)
 
     @classmethod
-    def from_pretrained(cls, name: str = "default", device: str = "auto", mask_power: float = 1.0) -> "Separator":
+    def from_pretrained(cls, name: str = "default", device: str = "auto", mask_power: float | None = None) -> "Separator":
         """A model shipped in ``sepvae/pretrained/<name>/`` (``sepvae models`` lists them)."""
         from sepvae.pretrained import folder
 

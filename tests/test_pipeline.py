@@ -207,6 +207,7 @@ def test_export_ships_the_best_model_with_the_medians_it_was_chosen_by(tiny_run,
     card = verify_folder(out)
     evaluation = card.info["evaluation"]
     assert evaluation["method"] == "vae" and card.info["run"] == runs["vae (gender)"].name
+    assert card.info["mask_power"] == 1.0
     assert evaluation["chosen_by"]["experiment"] == experiment.path and evaluation["test_estimates"] == 4
     assert card_of(out).sources == ("female", "male")
     with pytest.raises(SepvaeError, match="no evaluated gender-mode model method 'itl-ae'"):

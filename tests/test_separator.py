@@ -70,3 +70,13 @@ def test_separate_matches_separate_tensor(folder):
     streamed = separator.separate(audio, RATE)
     for k, name in enumerate(separator.sources):
         np.testing.assert_allclose(streamed[name], whole[k].numpy(), atol=1e-5)
+
+
+def test_the_mask_exponent_defaults_to_the_cards(tmp_path):
+    from sepvae.checkpoint import write_card
+
+    folder = make_model_folder(tmp_path / "run")
+    assert Separator.from_run(folder, device="cpu").mask_power == 1.0  # eq. 90
+    write_card(folder, card_of(folder).replace(info={"mask_power": 2.0}))
+    assert Separator.from_run(folder, device="cpu").mask_power == 2.0
+    assert Separator.from_run(folder, device="cpu", mask_power=1.5).mask_power == 1.5

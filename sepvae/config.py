@@ -6,22 +6,17 @@ stage whose inputs and config did not change finds its output and does nothing.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import difflib
-import enum
-import functools
 import hashlib
 import json
 import sys
-import types
-import typing
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from sepvae.errors import SepvaeError
+from sepvae.validation import field_types, reject_unknown, require, shown, typed, within
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -58,11 +53,11 @@ class StftConfig:
     reading: str = "overlap"
 
     def __post_init__(self):
-        _require(self.reading in ("overlap", "hop"), "reading", self.reading, "'overlap' or 'hop'")
-        _require(self.window_ms > 0, "window_ms", self.window_ms, "> 0 (ms)")
-        _require(self.overlap_ms >= 0, "overlap_ms", self.overlap_ms, ">= 0 (ms)")
+        require(self.reading in ("overlap", "hop"), "reading", self.reading, "'overlap' or 'hop'")
+        require(self.window_ms > 0, "window_ms", self.window_ms, "> 0 (ms)")
+        require(self.overlap_ms >= 0, "overlap_ms", self.overlap_ms, ">= 0 (ms)")
         if self.reading == "overlap":
-            _require(self.overlap_ms < self.window_ms, "overlap_ms", self.overlap_ms,
+            require(self.overlap_ms < self.window_ms, "overlap_ms", self.overlap_ms,
                      f"shorter than the window ({self.window_ms:g} ms)")
 
     @property
@@ -114,16 +109,16 @@ class MixConfig:
     test_pairs: str = "distinct"
 
     def __post_init__(self):
-        _require(self.split in ("utterance", "speaker", "fold"), "split", self.split, "'utterance', 'speaker' or 'fold'")
-        _require(self.folds >= 2, "folds", self.folds, ">= 2")
-        _require(0 <= self.fold < self.folds, "fold", self.fold, f"in [0, folds = {self.folds})")
-        _require(self.test_pairs in ("distinct", "all"), "test_pairs", self.test_pairs, "'distinct' or 'all'")
-        _require(self.length in ("shortest", "longest"), "length", self.length, "'shortest' or 'longest'")
-        _require(self.n_test >= 1, "n_test", self.n_test, ">= 1")
-        _require(self.n_mixtures > self.n_test, "n_mixtures", self.n_mixtures, f"more than n_test ({self.n_test})")
-        _require(self.snr_db[0] <= self.snr_db[1], "snr_db", self.snr_db, "[lo, hi] with lo <= hi")
-        _require(0 < self.peak <= 1, "peak", self.peak, "in (0, 1]")
-        _require(self.sample_rate >= 1, "sample_rate", self.sample_rate, ">= 1 (Hz)")
+        require(self.split in ("utterance", "speaker", "fold"), "split", self.split, "'utterance', 'speaker' or 'fold'")
+        require(self.folds >= 2, "folds", self.folds, ">= 2")
+        require(0 <= self.fold < self.folds, "fold", self.fold, f"in [0, folds = {self.folds})")
+        require(self.test_pairs in ("distinct", "all"), "test_pairs", self.test_pairs, "'distinct' or 'all'")
+        require(self.length in ("shortest", "longest"), "length", self.length, "'shortest' or 'longest'")
+        require(self.n_test >= 1, "n_test", self.n_test, ">= 1")
+        require(self.n_mixtures > self.n_test, "n_mixtures", self.n_mixtures, f"more than n_test ({self.n_test})")
+        require(self.snr_db[0] <= self.snr_db[1], "snr_db", self.snr_db, "[lo, hi] with lo <= hi")
+        require(0 < self.peak <= 1, "peak", self.peak, "in (0, 1]")
+        require(self.sample_rate >= 1, "sample_rate", self.sample_rate, ">= 1 (Hz)")
 
 
 @dataclass(frozen=True)
@@ -153,13 +148,13 @@ class ModelConfig:
             sizes = getattr(self, name)
             if not isinstance(sizes, tuple) or not all(type(n) is int and n > 0 for n in sizes):
                 raise SepvaeError(f"model {name} must be a list of positive layer sizes, got {sizes!r}")
-        _require(type(self.latent) is int and self.latent >= 1, "latent", self.latent, "a positive integer")
-        _require(self.beta >= 0, "beta", self.beta, ">= 0")
-        _require(self.eps_std >= 0, "eps_std", self.eps_std, ">= 0")
-        _require(self.kernel_sigma is None or self.kernel_sigma > 0, "kernel_sigma", self.kernel_sigma, "> 0")
-        _require(self.itl_lambda >= 0, "itl_lambda", self.itl_lambda, ">= 0")
-        _require(self.divergence in DIVERGENCES, "divergence", self.divergence, " or ".join(map(repr, DIVERGENCES)))
-        _require(self.prior in PRIORS, "prior", self.prior, " or ".join(map(repr, PRIORS)))
+        require(type(self.latent) is int and self.latent >= 1, "latent", self.latent, "a positive integer")
+        require(self.beta >= 0, "beta", self.beta, ">= 0")
+        require(self.eps_std >= 0, "eps_std", self.eps_std, ">= 0")
+        require(self.kernel_sigma is None or self.kernel_sigma > 0, "kernel_sigma", self.kernel_sigma, "> 0")
+        require(self.itl_lambda >= 0, "itl_lambda", self.itl_lambda, ">= 0")
+        require(self.divergence in DIVERGENCES, "divergence", self.divergence, " or ".join(map(repr, DIVERGENCES)))
+        require(self.prior in PRIORS, "prior", self.prior, " or ".join(map(repr, PRIORS)))
 
 
 @dataclass(frozen=True)
@@ -178,14 +173,14 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ("batch_size", "epochs", "patience"):
-            _require(getattr(self, name) >= 1, name, getattr(self, name),
+            require(getattr(self, name) >= 1, name, getattr(self, name),
                      ">= 1 (batch_size, epochs and patience must be >= 1)")
-        _require(self.lr > 0, "lr", self.lr, "> 0")
-        _require(0 <= self.val_fraction < 1, "val_fraction", self.val_fraction, "in [0, 1)")
-        _require(self.normalization in ("bin", "global"), "normalization", self.normalization, "'bin' or 'global'")
-        _require(self.inputs in ("linear", "log1p"), "inputs", self.inputs, "'linear' or 'log1p'")
-        _require(self.remix >= 0, "remix", self.remix, ">= 0")
-        _require(self.remix_gain_db >= 0, "remix_gain_db", self.remix_gain_db, ">= 0")
+        require(self.lr > 0, "lr", self.lr, "> 0")
+        require(0 <= self.val_fraction < 1, "val_fraction", self.val_fraction, "in [0, 1)")
+        require(self.normalization in ("bin", "global"), "normalization", self.normalization, "'bin' or 'global'")
+        require(self.inputs in ("linear", "log1p"), "inputs", self.inputs, "'linear' or 'log1p'")
+        require(self.remix >= 0, "remix", self.remix, ">= 0")
+        require(self.remix_gain_db >= 0, "remix_gain_db", self.remix_gain_db, ">= 0")
 
 
 class SourceMode(str, Enum):
@@ -275,102 +270,12 @@ def from_dict(cls, data: dict[str, Any], where: str = ""):
     """
     if data is None:
         return None
-    with _within(where):
+    with within(where):
         if not isinstance(data, dict):
-            raise SepvaeError(f"expected a table of {cls.__name__} options, got {_shown(data)}")
-        hints = _field_types(cls)
-        _reject_unknown(data, list(hints), f"{cls.__name__} option")
-        return cls(**{key: _typed(key, value, hints[key]) for key, value in data.items()})
-
-
-class ConfigValueError(SepvaeError):
-    """A config value of the wrong type or range: ``key = value: expected ...``."""
-
-    def __init__(self, key: str, value: Any, expected: str):
-        super().__init__(f"{key} = {_shown(value)}: expected {expected}")
-        self.key, self.value, self.expected = key, value, expected
-
-
-def _require(ok: bool, key: str, value: Any, expected: str) -> None:
-    if not ok:
-        raise ConfigValueError(key, value, expected)
-
-
-@contextlib.contextmanager
-def _within(where: str) -> Iterator[None]:
-    """Name the table an error is in: ``train`` + ``batch_size = 0: ...`` ->
-    ``train.batch_size = 0: ...``; other errors get ``train: `` in front."""
-    if not where:
-        yield
-        return
-    try:
-        yield
-    except ConfigValueError as exc:
-        raise ConfigValueError(f"{where}.{exc.key}", exc.value, exc.expected) from None
-    except SepvaeError as exc:
-        raise SepvaeError(f"{where}: {exc}") from None
-
-
-def _shown(value: Any) -> str:
-    """A value as TOML writes it ("zero", 2.5, [0.0, 5.0], true), cut short if long."""
-    try:
-        text = json.dumps(value)
-    except TypeError:
-        text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-@functools.cache
-def _field_types(cls) -> dict[str, Any]:
-    """Field name -> resolved annotation of the fields ``cls()`` takes."""
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
-
-
-def _reject_unknown(data: dict[str, Any], known: list[str], what: str) -> None:
-    unknown = sorted(set(data) - set(known))
-    if not unknown:
-        return
-    guesses = [(key, difflib.get_close_matches(key, known, n=1)) for key in unknown]
-    hint = ", ".join(f"{match[0]} for {key}" for key, match in guesses if match)
-    raise SepvaeError(
-        f"unknown {what}(s): {', '.join(unknown)}" + (f" (did you mean {hint}?)" if hint else "")
-        + f"; known: {', '.join(known)}"
-    )
-
-
-def _typed(key: str, value: Any, annotation: Any) -> Any:
-    """``value`` checked against a field's annotation and converted to it (int -> float,
-    list -> tuple, str -> Enum); ConfigValueError if it does not fit."""
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):  # X | None (None from JSON; TOML has none)
-        if value is None and type(None) in args:
-            return None
-        return _typed(key, value, next(a for a in args if a is not type(None)))
-    if annotation is bool:
-        _require(isinstance(value, bool), key, value, "true or false")
-    elif annotation is int:
-        _require(type(value) is int, key, value, "an integer")
-    elif annotation is float:
-        _require(type(value) in (int, float), key, value, "a number")
-        return float(value)
-    elif annotation is str:
-        _require(isinstance(value, str), key, value, "a string")
-    elif isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-        choices = [member.value for member in annotation]
-        _require(isinstance(value, str) and value in choices, key, value, "one of " + ", ".join(map(repr, choices)))
-        return annotation(value)
-    elif origin is tuple and args[-1] is not Ellipsis:  # a fixed-size pair such as [lo, hi]
-        _require(isinstance(value, (list, tuple)) and len(value) == len(args), key, value, f"a list of {len(args)} values")
-        return tuple(_typed(key, item, arg) for item, arg in zip(value, args))
-    elif origin is tuple:  # layer sizes: the class checks them (positive integers)
-        return tuple(value) if isinstance(value, list) else value
-    elif annotation in (dict, list):
-        _require(isinstance(value, annotation), key, value, _TABLE_KINDS[annotation].format(key=key))
-    return value
-
-
-_TABLE_KINDS = {dict: "a table ([{key}])", list: "an array of tables ([[{key}]] entries)"}
+            raise SepvaeError(f"expected a table of {cls.__name__} options, got {shown(data)}")
+        hints = field_types(cls)
+        reject_unknown(data, list(hints), f"{cls.__name__} option")
+        return cls(**{key: typed(key, value, hints[key]) for key, value in data.items()})
 
 
 def config_hash(*parts: Any) -> str:
@@ -422,26 +327,26 @@ TABLES = ("stft", "model", "train")  # defaults that each [[methods]] entry may 
 def _experiment_from_raw(raw: dict[str, Any], path: Path) -> Experiment:
     from sepvae.methods import entry as method_entry
 
-    _reject_unknown(raw, list(EXPERIMENT_KEYS), "top-level key")
+    reject_unknown(raw, list(EXPERIMENT_KEYS), "top-level key")
     for key, value in raw.items():
-        _typed(key, value, EXPERIMENT_KEYS[key])
+        typed(key, value, EXPERIMENT_KEYS[key])
     mix = from_dict(MixConfig, raw.get("mix", {}), "mix")
     base = {table: raw.get(table, {}) for table in TABLES}
     # Each default table is checked alone first, so that an error in it is reported there
     # and not in the first [[methods]] entry that inherits it.
     _stft_from_raw(base["stft"], mix.sample_rate, "stft")
     from_dict(TrainConfig, base["train"], "train")
-    with _within("model"):
+    with within("model"):
         model_config(base["model"])
     methods = []
     for number, entry in enumerate(raw.get("methods", []), start=1):
         where = f"methods[{number}]"
-        with _within(where):
+        with within(where):
             if not isinstance(entry, dict):
-                raise SepvaeError(f"expected a table ([[methods]] entry), got {_shown(entry)}")
-            hints = _field_types(Method)
-            _reject_unknown(entry, list(hints), "[[methods]] key")
-            entry = {k: v if k in TABLES else _typed(k, v, hints[k]) for k, v in entry.items()}
+                raise SepvaeError(f"expected a table ([[methods]] entry), got {shown(entry)}")
+            hints = field_types(Method)
+            reject_unknown(entry, list(hints), "[[methods]] key")
+            entry = {k: v if k in TABLES else typed(k, v, hints[k]) for k, v in entry.items()}
         if "kind" not in entry:
             raise SepvaeError(f"[[methods]] entry {number} has no kind")
         kind = entry.pop("kind")
@@ -450,12 +355,12 @@ def _experiment_from_raw(raw: dict[str, Any], path: Path) -> Experiment:
         train = from_dict(TrainConfig, {**base["train"], **entry.pop("train", {})}, f"{where}.train")
         model_overrides = entry.pop("model", {})
         model = None
-        with _within(where):
+        with within(where):
             has_model = method_entry(kind).has_model
         if has_model:
-            with _within(f"{where}.model"):
+            with within(f"{where}.model"):
                 model = model_config({**base["model"], **model_overrides, "name": kind})
-        with _within(where):
+        with within(where):
             methods.append(
                 Method(label=label, kind=kind, stft=stft, model=model, train=train, **entry)
             )
@@ -477,16 +382,16 @@ def _experiment_from_raw(raw: dict[str, Any], path: Path) -> Experiment:
 def _stft_from_raw(data: dict[str, Any], sample_rate: int, where: str) -> StftConfig:
     """An experiment's STFT table (a paper ``setting`` A-H and/or window_ms, overlap_ms,
     reading), checked to give a window of at least 2 samples at ``sample_rate``."""
-    with _within(where):
+    with within(where):
         if not isinstance(data, dict):
-            raise SepvaeError(f"expected a table of StftConfig options, got {_shown(data)}")
+            raise SepvaeError(f"expected a table of StftConfig options, got {shown(data)}")
         data = dict(data)
         if "setting" in data:
             letter = data.pop("setting")
-            _require(isinstance(letter, str), "setting", letter, f"one of {', '.join(STFT_SETTINGS)}")
+            require(isinstance(letter, str), "setting", letter, f"one of {', '.join(STFT_SETTINGS)}")
             preset = StftConfig.setting(letter)
             data = {"window_ms": preset.window_ms, "overlap_ms": preset.overlap_ms, **data}
         stft = from_dict(StftConfig, data)
-        _require(stft.n_fft(sample_rate) >= 2, "window_ms", stft.window_ms,
+        require(stft.n_fft(sample_rate) >= 2, "window_ms", stft.window_ms,
                  f"a window of at least 2 samples ({2000 / sample_rate:g} ms at {sample_rate} Hz)")
     return stft

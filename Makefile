@@ -62,6 +62,15 @@ unseen: data
 	$(SEPVAE) evaluate --config experiments/unseen-speakers.toml
 	$(SEPVAE) report --config experiments/unseen-speakers.toml
 
+# Run-to-run spread: the beta-VAE with five seeds (README: Determinism).
+.PHONY: seeds
+seeds: data
+	$(SEPVAE) mix --config experiments/seeds.toml
+	$(SEPVAE) train --config experiments/seeds.toml
+	$(SEPVAE) separate-set --config experiments/seeds.toml
+	$(SEPVAE) evaluate --config experiments/seeds.toml
+	$(SEPVAE) report --config experiments/seeds.toml
+
 # The paper's sweeps (experiments/README.md); each regenerates experiments/RESULTS.md.
 SWEEPS := sweep-window sweep-latent sweep-batch sweep-beta sweep-itl-latent compare-models
 .PHONY: sweeps results $(SWEEPS) $(SWEEPS:=-large)

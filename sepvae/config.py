@@ -331,7 +331,7 @@ def load_experiment(path: str | Path) -> Experiment:
 def _experiment_from_raw(raw: dict[str, Any], path: Path) -> Experiment:
     from sepvae.methods import entry as method_entry
 
-    known = {"name", "sweep", "manifest", "mix", "stft", "model", "train", "methods", "description"}
+    known = {"name", "sweep", "manifest", "mix", "stft", "model", "train", "fit", "methods", "description"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise SepvaeError(f"unknown top-level key(s): {', '.join(unknown)}")
@@ -357,8 +357,14 @@ def _experiment_from_raw(raw: dict[str, Any], path: Path) -> Experiment:
         model = None
         if method_entry(kind).has_model:
             model = model_config({**base_model, **model_overrides, "name": kind})
+        fit_overrides = entry.pop("fit", {})
+        fit = None
+        if method_entry(kind).fits:
+            fit = from_dict(FitConfig, {**raw.get("fit", {}), **fit_overrides})
+        elif fit_overrides:
+            raise SepvaeError(f"[[methods]] entry {number} ({kind}): fit settings are for vae-fit methods only")
         methods.append(
-            Method(label=label, kind=kind, stft=stft, model=model, train=train, **entry)
+            Method(label=label, kind=kind, stft=stft, model=model, train=train, fit=fit, **entry)
         )
     if not methods:
         raise SepvaeError("no [[methods]] listed")

@@ -27,7 +27,8 @@ from sepvae.results.stats import metric_name, metric_unit, read_metrics, summary
 from sepvae.results.verdicts_md import method_section, reading_section, verdict_section
 
 # The experiments RESULTS.md covers, in its order; each may have a "-large" twin.
-SWEEPS = ("sweep-window", "sweep-latent", "sweep-batch", "sweep-beta", "sweep-itl-latent", "compare-models")
+SWEEPS = ("sweep-window", "sweep-latent", "sweep-batch", "sweep-beta", "sweep-itl-latent", "compare-models",
+          "compare-fit")
 DISCUSSION = "## Discussion"
 DISCUSSION_PLACEHOLDER = (
     "*Hand-written: what the verdicts mean, what differs from the paper and why. "

@@ -275,14 +275,8 @@ def train_nmf(method: Method, manifest: Path, out: Path, sample_rate: int) -> No
     add_files(out, card.replace(model=None), {"nmf.pt": lambda tmp: save_tensors(dictionaries, tmp)})
 
 
-def train_clean_models(
-    method: Method,
-    manifest: Path,
-    out: Path,
-    sample_rate: int = 16_000,
-    device: str = "auto",
-    on_epoch: EpochCallback | None = None,
-) -> None:
+def train_clean_models(method: Method, manifest: Path, out: Path, sample_rate: int = 16_000, device: str = "auto",
+                       on_epoch: EpochCallback | None = None) -> None:
     """Train a fitting method's source models (:mod:`sepvae.fitting`) into run folder ``out``.
 
     Each model learns its source's clean frames: input and target are the same normalized

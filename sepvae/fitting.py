@@ -157,16 +157,15 @@ class LatentFit:
         config = self.config
         models = list(models.values())
         unit = torch.stack([m.scale for m in models]).pow(2).mean(dim=0).sqrt()  # (bins,)
-        frames = (magnitude.T / unit).detach().clone()
         init = []
         for k, model in enumerate(models):
             network = model.network
             if config.init == "encoder":
                 # The encoder's code of the frame, or a VAE's posterior mean (encode's first head).
                 with torch.no_grad():
-                    start = network.encode(frames * unit / model.scale).chunk(network.n_heads, dim=-1)[0]
+                    start = network.encode(magnitude.T / model.scale).chunk(network.n_heads, dim=-1)[0]
             else:
-                start = frames.new_zeros(frames.shape[0], network.latent)
+                start = magnitude.new_zeros(magnitude.shape[1], network.latent)
             draws = torch.randn(config.restarts - 1, *start.shape,
                                 generator=torch.Generator().manual_seed(config.seed + k)).to(start)
             init.append(torch.cat([start.unsqueeze(0), draws]))
@@ -174,6 +173,6 @@ class LatentFit:
         # Hundreds of small steps: on a CPU, one thread (as training uses) is several times
         # faster than two, whose hand-offs cost more than the matmuls.
         with single_cpu_thread(magnitude.device):
-            estimates, _ = fit_latents(decoders, frames.T, init, config.divergence, config.prior_weight,
-                                       config.steps, config.lr)
+            estimates, _ = fit_latents(decoders, magnitude / unit[:, None], init, config.divergence,
+                                       config.prior_weight, config.steps, config.lr)
         return estimates * unit[:, None]

@@ -67,6 +67,7 @@ results: setup
 bench: setup
 	$(BIN)/python benchmarks/train_speed.py
 	$(BIN)/python benchmarks/separate_speed.py
+	$(BIN)/python benchmarks/fit_speed.py
 
 clean:
 	rm -rf runs reports

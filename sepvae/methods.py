@@ -241,6 +241,7 @@ def _model_entry(kind: str, description: str, loss_fields: tuple[str, ...], **de
 _VAE_FIELDS = ("beta", "eps_std")
 _ITL_FIELDS = ("divergence", "prior", "kernel_sigma", "itl_lambda")
 
+
 def _fit_entry(kind: str, description: str, **defaults: Any) -> MethodEntry:
     return MethodEntry(
         kind, description, ModelMask, train=_train_clean_models, run_fields=_fit_fields(*_VAE_FIELDS),

@@ -23,7 +23,7 @@ from torch import Tensor
 
 import sepvae
 from sepvae.checkpoint import ModelCard, add_files, read_card, save_checkpoints, save_tensors, verify, write_card
-from sepvae.config import Method, SourceMode, TrainConfig
+from sepvae.config import FitConfig, Method, SourceMode, TrainConfig
 from sepvae.io import atomic_output, write_text
 from sepvae.errors import SepvaeError
 from sepvae.features import FrameSet, fit_scale, load_frames
@@ -296,7 +296,8 @@ def train_clean_models(method: Method, manifest: Path, out: Path, sample_rate: i
     torch_device = pick_device(device)
     frames = load_frames(read_manifest(manifest, "train"), method.stft, sample_rate)
     members = {name: mask for job in training_jobs(frames, method.source_mode).values() for name, mask in job.items()}
-    card = _card(method, manifest, sample_rate, frames.mixture.shape[1], tuple(sorted(members))).replace(fit=method.fit)
+    fit_config = method.fit or FitConfig()  # explicit in the card: what `sepvae separate` will do
+    card = _card(method, manifest, sample_rate, frames.mixture.shape[1], tuple(sorted(members))).replace(fit=fit_config)
     if read_card(out) is None:
         write_card(out, card)
     for name, mask in sorted(members.items()):

@@ -70,7 +70,8 @@ def test_restarts_are_chosen_by_the_fit_loss_never_by_references():
     # Restart 0 starts at the truth on the first half of the frames, restart 1 on the rest;
     # with no steps each frame must keep the restart whose objective is lower there.
     half = torch.arange(FRAMES) < FRAMES // 2
-    init = [torch.stack([torch.where(half[:, None], z, f), torch.where(half[:, None], f, z)]) for z, f in zip(codes, far)]
+    init = [torch.stack([torch.where(half[:, None], z, f), torch.where(half[:, None], f, z)])
+            for z, f in zip(codes, far)]
     estimates, history = fit_latents(decoders, mixture, init, "euclidean", prior_weight=0.0, steps=0)
     assert history.final.shape == (2, FRAMES)
     assert torch.equal(history.chosen, history.final.argmin(dim=0))
@@ -144,7 +145,8 @@ def test_the_estimator_fits_a_mixture_in_the_models_range(fit_folder):
     with torch.no_grad():
         magnitude = sum(m.network.decode(torch.randn(30, 4)) * m.scale for m in separator.models.values()).T
     start = LatentFit(FitConfig(steps=0))(separator.models, magnitude)
-    fitted = LatentFit(FitConfig(steps=100, lr=0.05, divergence="euclidean", prior_weight=0.0))(separator.models, magnitude)
+    fitting = LatentFit(FitConfig(steps=100, lr=0.05, divergence="euclidean", prior_weight=0.0))
+    fitted = fitting(separator.models, magnitude)
     assert fitted.shape == (2, *magnitude.shape)
     assert (fitted.sum(0) - magnitude).norm() < 0.3 * (start.sum(0) - magnitude).norm()
 

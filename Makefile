@@ -93,6 +93,7 @@ DEVICE ?= auto
 bench: setup
 	$(BIN)/python benchmarks/train_speed.py --device $(DEVICE)
 	$(BIN)/python benchmarks/separate_speed.py
+	$(BIN)/python benchmarks/fit_speed.py
 
 clean:
 	rm -rf runs reports

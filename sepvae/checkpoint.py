@@ -4,8 +4,9 @@ A model folder (a training run under ``runs/models/`` or a shipped model under
 ``sepvae/pretrained/``) holds
 
 - ``model.json``, its :class:`ModelCard`: kind, source mode, sources, sample rate, STFT,
-  model and training settings, training-data hash, package version, free ``info`` (name,
-  description, evaluation, licence) and the sha256 of every weights file in the folder;
+  model, training and (a fitting method's) fitting settings, training-data hash, package
+  version, free ``info`` (name, description, evaluation, licence) and the sha256 of every
+  weights file in the folder;
 - one checkpoint per source, ``<source>.pt`` (an NMF run: ``nmf.pt``):
   ``{"format", "card", "state_dict"}``, tensors and JSON types only, loaded with
   ``torch.load(weights_only=True)``; never pickled classes. The state dict is a
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from sepvae.config import ModelConfig, SourceMode, StftConfig, TrainConfig, from_dict, model_config, to_dict
+from sepvae.config import FitConfig, ModelConfig, SourceMode, StftConfig, TrainConfig, from_dict, model_config, to_dict
 from sepvae.errors import SepvaeError
 from sepvae.io import atomic_output, write_text
 
@@ -47,6 +48,7 @@ class ModelCard:
     n_bins: int
     model: ModelConfig | None = None
     train: TrainConfig | None = None
+    fit: FitConfig | None = None  # a fitting method's settings (sepvae.fitting)
     training_mixtures: str = ""
     version: str = ""
     sha256: dict[str, str] = field(default_factory=dict)  # file name -> hex digest
@@ -70,6 +72,7 @@ class ModelCard:
                 stft=from_dict(StftConfig, data["stft"]), n_bins=int(data["n_bins"]),
                 model=model_config(data["model"]) if data.get("model") else None,
                 train=from_dict(TrainConfig, data["train"]) if data.get("train") else None,
+                fit=from_dict(FitConfig, data["fit"]) if data.get("fit") else None,
                 training_mixtures=str(data.get("training_mixtures", "")), version=str(data.get("version", "")),
                 sha256=dict(data.get("sha256", {})), info=dict(data.get("info", {})),
             )

@@ -16,7 +16,7 @@ from typing import Optional
 
 import typer
 
-from sepvae.errors import Interrupted, SepvaeError
+from sepvae.errors import SIGNALS, Interrupted, SepvaeError
 
 app = typer.Typer(
     help="Two-speaker speech separation with variational autoencoders.",
@@ -68,12 +68,14 @@ def _signals_interrupt():
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread may set handlers (e.g. the CLI run from a worker thread)
         return
-    received = []
+    received = SIGNALS.received
+    received.clear()
 
     def interrupt(signum, frame):
         if not received:
             received.append(signum)
-            raise Interrupted(signum)
+            if not SIGNALS.deferred:
+                raise Interrupted(signum)
 
     previous = {}
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
+from typing import Iterator
 
 
 class SepvaeError(Exception):
@@ -34,3 +36,33 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+
+
+class _Signals:
+    """SIGINT/SIGTERM received by the CLI's handler (process-wide, as signals are)."""
+
+    received: list[int] = []
+    deferred = 0  # > 0: only record them; check_signals raises them at a safe point
+
+
+SIGNALS = _Signals()
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Within: a signal is only recorded, and :func:`check_signals` raises it where an
+    exception cannot land inside native code (raised in a callback from C++, such as soxr's
+    or torch's, it aborts the process instead of unwinding)."""
+    SIGNALS.deferred += 1
+    try:
+        yield
+    finally:
+        SIGNALS.deferred -= 1
+    check_signals()
+
+
+def check_signals() -> None:
+    """Raise :class:`Interrupted` if a signal arrived while deferred."""
+    if SIGNALS.received:
+        raise Interrupted(SIGNALS.received[0])
+

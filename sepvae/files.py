@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from sepvae.errors import SepvaeError
+from sepvae.errors import SepvaeError, check_signals, deferred_signals
 
 FLOAT_CODED = ("FLOAT", "DOUBLE", "VORBIS", "OPUS", "MPEG_LAYER_I", "MPEG_LAYER_II", "MPEG_LAYER_III")
 WAV_LIMIT = 0xFFFFFFFF - (1 << 16)  # bytes of samples a RIFF WAV holds; beyond it, RF64
@@ -226,6 +226,7 @@ def _stream(separator, reader, writers, result: FileResult, progress: Progress |
     def blocks():
         nonlocal done
         while True:
+            check_signals()  # a safe point: between blocks, in Python
             try:
                 block = reader.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
             except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
@@ -237,14 +238,15 @@ def _stream(separator, reader, writers, result: FileResult, progress: Progress |
                 progress(done, result.frames)
             yield to_mono(block)
 
-    for estimates in separator.separate_blocks(blocks(), result.sample_rate):
-        if result.output_subtype == "PCM_16":
-            # Rounded here: libsndfile's float -> 16-bit conversion floors (a
-            # -0.5 LSB bias). x * 32768 is what soundfile's reading divides by.
-            scaled = np.round(estimates * 32768.0)
-            clipped += int(np.count_nonzero((scaled > 32767) | (scaled < -32768)))
-            estimates = np.clip(scaled, -32768, 32767).astype(np.int16)
-        for writer, estimate in zip(writers, estimates):
-            writer.write(estimate)
+    with deferred_signals():
+        for estimates in separator.separate_blocks(blocks(), result.sample_rate):
+            if result.output_subtype == "PCM_16":
+                # Rounded here: libsndfile's float -> 16-bit conversion floors (a
+                # -0.5 LSB bias). x * 32768 is what soundfile's reading divides by.
+                scaled = np.round(estimates * 32768.0)
+                clipped += int(np.count_nonzero((scaled > 32767) | (scaled < -32768)))
+                estimates = np.clip(scaled, -32768, 32767).astype(np.int16)
+            for writer, estimate in zip(writers, estimates):
+                writer.write(estimate)
     result.frames = done
     return clipped

@@ -9,7 +9,11 @@ own estimate, oracle masks, supervised NMF) share one interface. An entry says
 - how it separates a test mixture (``separator``: an object with ``masks`` and
   ``separate``),
 - whether it has a per-source network configured by ``[model]`` (``has_model``) and the
-  model settings its name implies (``model_defaults``: beta-vae has beta = 4).
+  model settings its name implies (``model_defaults``: beta-vae has beta = 4),
+- how its source models turn a mixture's magnitudes into the sources' (``estimator``, for
+  the :class:`~sepvae.separator.Separator`): each network maps the mixture frame directly
+  (None), or, for the fitting methods (``fits``, configured by ``[fit]``), decoders of clean
+  speech get codes fitted to the mixture (:mod:`sepvae.fitting`).
 
 The pipeline stages loop over an experiment's methods and call their entries; no other
 module branches on a method's kind. A new method is its model (or algorithm) plus one entry.
@@ -155,6 +159,19 @@ def _plan_models(method: Method, manifest: Path, out: Path, sample_rate: int):
     return plan_models(method, manifest, out, sample_rate)
 
 
+def _train_clean_models(method: Method, manifest: Path, out: Path, sample_rate: int, device: str, on_epoch) -> None:
+    from sepvae.train import train_clean_models
+
+    train_clean_models(method, manifest, out, sample_rate, device, on_epoch)
+
+
+def _latent_fit(card) -> Callable:
+    from sepvae.config import FitConfig
+    from sepvae.fitting import LatentFit
+
+    return LatentFit(card.fit or FitConfig())
+
+
 def _train_nmf(method: Method, manifest: Path, out: Path, sample_rate: int, device: str, on_epoch) -> None:
     from sepvae.train import train_nmf
 
@@ -178,6 +195,12 @@ class MethodEntry:
     has_model: bool = False
     model_defaults: Mapping[str, Any] = field(default_factory=dict)
     uses_stft: bool = True  # False: the estimates do not depend on the STFT (the mixture)
+    # A model folder's card -> (models, mixture magnitude) -> source magnitudes; None: direct.
+    estimator: Callable[[Any], Callable] | None = None
+
+    @property
+    def fits(self) -> bool:
+        return self.estimator is not None
 
     @property
     def trains(self) -> bool:
@@ -198,6 +221,15 @@ def _model_fields(*loss_fields: str) -> Callable[[Method], dict[str, Any]]:
     return fields
 
 
+def _fit_fields(*loss_fields: str) -> Callable[[Method], dict[str, Any]]:
+    """A fitting method's run also depends on its fitting settings, which its card records
+    so that ``sepvae separate --model`` fits as the experiment did."""
+    from sepvae.config import FitConfig
+
+    model_fields = _model_fields(*loss_fields)
+    return lambda method: {**model_fields(method), "fit": to_dict(method.fit or FitConfig())}
+
+
 def _nmf_fields(method: Method) -> dict[str, Any]:
     return {"kind": method.kind, "stft": to_dict(method.stft), "components": method.nmf_components,
             "seed": method.train.seed}
@@ -213,6 +245,14 @@ def _model_entry(kind: str, description: str, loss_fields: tuple[str, ...], **de
 _VAE_FIELDS = ("beta", "eps_std")
 _ITL_FIELDS = ("divergence", "prior", "kernel_sigma", "itl_lambda")
 
+
+def _fit_entry(kind: str, description: str, **defaults: Any) -> MethodEntry:
+    return MethodEntry(
+        kind, description, ModelMask, train=_train_clean_models, run_fields=_fit_fields(*_VAE_FIELDS),
+        has_model=True, model_defaults=defaults, estimator=_latent_fit,
+    )
+
+
 METHODS: dict[str, MethodEntry] = {
     entry.kind: entry
     for entry in (
@@ -220,6 +260,8 @@ METHODS: dict[str, MethodEntry] = {
         _model_entry("beta-vae", "beta-VAE per source (beta = 4 unless set)", _VAE_FIELDS, beta=4.0),
         _model_entry("itl-ae", "ITL autoencoder per source (Cauchy-Schwarz or Euclidean divergence)", _ITL_FIELDS),
         _model_entry("ae", "plain autoencoder per source (no regularizer)", ()),
+        _fit_entry("vae-fit", "VAE per source on clean speech; codes fitted to the mixture"),
+        _fit_entry("beta-vae-fit", "beta-VAE (beta = 4 unless set) on clean speech; codes fitted", beta=4.0),
         MethodEntry("nmf", "supervised KL-NMF, one dictionary per source", NmfMask, train=_train_nmf,
                     run_fields=_nmf_fields),
         MethodEntry("oracle-irm", "ideal ratio mask from the true sources (ceiling)", OracleMask),

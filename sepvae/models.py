@@ -224,10 +224,8 @@ class ITLAE(FrameAutoencoder):
 
 
 MODELS: dict[str, type[FrameAutoencoder]] = {
-    "vae": VAE,
-    "beta-vae": VAE,
-    "itl-ae": ITLAE,
-    "ae": FrameAutoencoder,
+    "vae": VAE, "beta-vae": VAE, "itl-ae": ITLAE, "ae": FrameAutoencoder,
+    "vae-fit": VAE, "beta-vae-fit": VAE,  # the VAE trained source -> source (sepvae.fitting)
 }
 
 

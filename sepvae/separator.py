@@ -63,6 +63,15 @@ def separate_with_masks(
     return istft(apply_masks(spec, masks), n_fft, hop, mixture.shape[-1]), masks
 
 
+def direct_estimates(models: dict[str, torch.nn.Module], magnitude: Tensor) -> Tensor:
+    """Each source model applied to the mixture's magnitude frames (the paper's models).
+
+    Shape: magnitude (bins, frames) -> (sources, bins, frames), in ``models``' order
+    """
+    frames = magnitude.transpose(0, 1)
+    return torch.stack([model(frames) for model in models.values()]).transpose(1, 2)
+
+
 class Separator:
     """Separates a mixture into one waveform per source with ``{source: model}``.
 
@@ -72,6 +81,10 @@ class Separator:
         stft_config, sample_rate: the analysis the models were trained with.
         mask_power: exponent of the ratio mask (1 is the paper's eq. 90).
         chunk_seconds: model-rate audio separated per model call by the streaming path.
+        estimator: ``(models, mixture magnitude (bins, frames)) -> (sources, bins, frames)``,
+            how the models give the sources' magnitudes; default: each model maps the
+            mixture frames directly. A model folder's kind picks it (its registry entry's
+            ``estimator``: the fitting methods fit decoder codes, :mod:`sepvae.fitting`).
     """
 
     def __init__(
@@ -82,6 +95,7 @@ class Separator:
         mask_power: float = 1.0,
         eps: float = 1e-8,
         chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+        estimator: Callable[[dict[str, torch.nn.Module], Tensor], Tensor] | None = None,
     ):
         if len(models) < 2:
             raise SepvaeError(f"a Separator needs at least two source models, got {list(models)}")
@@ -97,6 +111,7 @@ class Separator:
         self.mask_power = mask_power
         self.eps = eps
         self.chunk_seconds = chunk_seconds
+        self.estimator = estimator or direct_estimates
         self.device = next(iter(models.values())).scale.device
 
     @property
@@ -127,6 +142,7 @@ class Separator:
         """
         from sepvae.checkpoint import card_of, load_checkpoint
         from sepvae.device import pick_device
+        from sepvae.methods import entry
 
         run = Path(run)
         if not run.is_dir():
@@ -143,7 +159,9 @@ class Separator:
         }
         if mask_power is None:
             mask_power = float(card.info.get("mask_power", 1.0))
-        return cls(loaded, card.stft, card.sample_rate, mask_power)
+        make_estimator = entry(card.kind).estimator
+        estimator = make_estimator(card) if make_estimator else None
+        return cls(loaded, card.stft, card.sample_rate, mask_power, estimator=estimator)
 
     @classmethod
     def from_pretrained(cls, name: str = "default", device: str = "auto", mask_power: float | None = None) -> "Separator":
@@ -163,8 +181,7 @@ class Separator:
         n_bins = self.stft_config.n_bins(self.sample_rate)
         if magnitude.ndim != 2 or magnitude.shape[0] != n_bins:
             raise ValueError(f"magnitude must be ({n_bins}, frames), got {tuple(magnitude.shape)}")
-        frames = magnitude.transpose(0, 1)
-        return torch.stack([self.models[name](frames) for name in self.sources]).transpose(1, 2)
+        return self.estimator(self.models, magnitude)
 
     def mask(self, spec: Tensor) -> Tensor:
         """The ratio masks of the models' magnitude estimates (the paper's eq. 90).

@@ -20,11 +20,11 @@ from torch import Tensor
 
 import sepvae
 from sepvae.checkpoint import ModelCard, add_files, read_card, save_checkpoints, save_tensors, verify, write_card
-from sepvae.config import Method, SourceMode, TrainConfig, config_hash
+from sepvae.config import FitConfig, Method, SourceMode, TrainConfig, config_hash
 from sepvae.io import write_text
 from sepvae.ensemble import EpochCallback, Member, fit_ensemble, group_members, merge_histories
 from sepvae.errors import SepvaeError
-from sepvae.features import FrameSet, Normalization, concat, fit_normalization, load_frames, remix_frames
+from sepvae.features import FrameSet, Normalization, concat, fit_normalization, fit_scale, load_frames, remix_frames
 from sepvae.models import build_model
 from sepvae.mixing import read_manifest, training_key
 
@@ -280,3 +280,51 @@ def train_nmf(method: Method, manifest: Path, out: Path, sample_rate: int) -> No
     }
     card = _card(method, manifest, sample_rate, method.stft.n_bins(sample_rate), tuple(dictionaries))
     add_files(out, card.replace(model=None), {"nmf.pt": lambda tmp: save_tensors(dictionaries, tmp)})
+
+
+def train_clean_models(method: Method, manifest: Path, out: Path, sample_rate: int = 16_000, device: str = "auto",
+                       on_epoch: EpochCallback | None = None) -> None:
+    """Train a fitting method's source models (:mod:`sepvae.fitting`) into run folder ``out``.
+
+    Each model learns its source's clean frames: input and target are the same normalized
+    source frame, so no mixture pairing is needed. The frames are the sources of the
+    manifest's training mixtures (with the gains mixing gave them; in speaker mode, a
+    speaker's frames), normalized by the source's own per-bin RMS. One :func:`fit` per model,
+    as no two models share an input, with the validation mixtures held out as in
+    :func:`train_models`; ``history-<model>.json`` each. A model already in ``out`` and
+    matching its card is not trained again.
+    """
+    from sepvae.device import pick_device, single_cpu_thread
+    from sepvae.models import SourceModel
+
+    if method.model is None:
+        raise SepvaeError(f"method {method.label!r} ({method.kind}) has no model to train")
+    out.mkdir(parents=True, exist_ok=True)
+    torch_device = pick_device(device)
+    frames = load_frames(read_manifest(manifest, "train"), method.stft, sample_rate)
+    members = {name: mask for job in training_jobs(frames, method.source_mode).values() for name, mask in job.items()}
+    fit_config = method.fit or FitConfig()  # explicit in the card: what `sepvae separate` will do
+    card = _card(method, manifest, sample_rate, frames.mixture.shape[1], tuple(sorted(members))).replace(fit=fit_config)
+    if read_card(out) is None:
+        write_card(out, card)
+    for name, mask in sorted(members.items()):
+        if _intact(out, card.weights_file(name)):
+            continue
+        source = frames.subset(mask).sources[_source_of(frames, name)]
+        scale = fit_scale(source)
+        mixture_index = frames.mixture_index[mask]
+        mixtures = np.unique(mixture_index)
+        held_out = mixtures[_split_mixtures(len(mixtures), method.train.val_fraction, method.train.seed)]
+        is_val = np.isin(mixture_index, held_out)
+        # One mixture only (a rare speaker): validate on what it trains on.
+        parts = [(source / scale)[torch.from_numpy(np.flatnonzero(part))].to(torch_device)
+                 for part in (~is_val, is_val if is_val.any() else ~is_val)]
+        torch.manual_seed(method.train.seed)
+        model = build_model(method.model, scale.numel()).to(torch_device)
+        state_path = out / f"state-{name}.pt"
+        with single_cpu_thread(torch_device):
+            history = fit({name: model}, *(Split(part, {name: part}) for part in parts), method.train,
+                          state_path, on_epoch, name)
+        save_checkpoints(out, {name: SourceModel(model.cpu(), scale)}, card)
+        write_text(out / f"history-{name}.json", json.dumps(history, indent=1) + "\n")
+        state_path.unlink(missing_ok=True)

@@ -91,6 +91,9 @@ kind = "vae"
 [[methods]]
 kind = "itl-ae"
 source_mode = "speaker"
+[[methods]]
+kind = "vae-fit"
+fit = { steps = 5 }
 """
 
 

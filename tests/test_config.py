@@ -4,12 +4,15 @@ config values, and the method registry they name."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from typer.testing import CliRunner
 
 from sepvae.cli import app
 from sepvae.config import (
-    Method, MixConfig, ModelConfig, SourceMode, StftConfig, TrainConfig, config_hash, from_dict, load_experiment,
+    FitConfig, Method, MixConfig, ModelConfig, SourceMode, StftConfig, TrainConfig, config_hash, from_dict,
+    load_experiment,
     model_config, to_dict,
 )
 from sepvae.errors import SepvaeError
@@ -122,10 +125,14 @@ def test_source_mode_is_a_typed_value_that_reads_as_its_name():
 
 
 def test_every_kind_is_one_registry_entry():
-    assert set(REGISTRY) == {"vae", "beta-vae", "itl-ae", "ae", "nmf", "oracle-irm", "oracle-ibm", "mixture"}
-    assert model_kinds() == ("vae", "beta-vae", "itl-ae", "ae")
-    assert [k for k, e in REGISTRY.items() if e.trains] == ["vae", "beta-vae", "itl-ae", "ae", "nmf"]
-    with pytest.raises(SepvaeError, match=r"unknown method kind 'gan'; choose a model \(vae, beta-vae, itl-ae, ae\)"):
+    assert set(REGISTRY) == {"vae", "beta-vae", "itl-ae", "ae", "vae-fit", "beta-vae-fit", "nmf", "oracle-irm",
+                             "oracle-ibm", "mixture"}
+    assert model_kinds() == ("vae", "beta-vae", "itl-ae", "ae", "vae-fit", "beta-vae-fit")
+    assert [k for k, e in REGISTRY.items() if e.trains] == ["vae", "beta-vae", "itl-ae", "ae", "vae-fit",
+                                                            "beta-vae-fit", "nmf"]
+    assert [k for k, e in REGISTRY.items() if e.fits] == ["vae-fit", "beta-vae-fit"]
+    known = r"choose a model \(vae, beta-vae, itl-ae, ae, vae-fit, beta-vae-fit\)"
+    with pytest.raises(SepvaeError, match=r"unknown method kind 'gan'; " + known):
         entry("gan")
 
 
@@ -133,6 +140,25 @@ def test_a_model_name_implies_its_defaults():
     assert model_config({"name": "beta-vae"}).beta == 4.0
     assert model_config({"name": "beta-vae", "beta": 2}).beta == 2.0
     assert model_config({"name": "vae"}).beta == 1.0
+    assert model_config({"name": "beta-vae-fit"}).beta == 4.0 and model_config({"name": "vae-fit"}).beta == 1.0
+
+
+def test_fit_settings_of_a_fitting_method(tmp_path):
+    config = tmp_path / "fit.toml"
+    config.write_text('[fit]\nsteps = 20\n[[methods]]\nkind = "vae-fit"\nfit = { divergence = "is" }\n'
+                      '[[methods]]\nkind = "vae"\n')
+    fitting, vae = load_experiment(config).methods
+    assert fitting.fit == FitConfig(steps=20, divergence="is") and vae.fit is None
+    layout = Layout(runs=tmp_path)
+    # The fitting settings are part of the run (its card records them for `sepvae separate`).
+    assert layout.model_run(fitting, "data", 16000) != layout.model_run(
+        dataclasses.replace(fitting, fit=FitConfig(steps=21)), "data", 16000)
+    config.write_text('[[methods]]\nkind = "vae"\nfit = { steps = 3 }\n')
+    with pytest.raises(SepvaeError, match="fit settings are for vae-fit methods only"):
+        load_experiment(config)
+    for bad in ({"divergence": "cs"}, {"init": "random"}, {"restarts": 0}, {"lr": 0.0}):
+        with pytest.raises(SepvaeError, match="fit"):
+            FitConfig(**bad)
 
 
 def test_a_run_depends_only_on_what_its_method_reads(tmp_path):

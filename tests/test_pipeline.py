@@ -23,9 +23,9 @@ def test_every_method_scored(tiny_run):
     rows = list(csv.DictReader(metrics.open()))
     assert {(r["method"], r["source_mode"]) for r in rows} == {
         ("mixture", "gender"), ("oracle-irm", "gender"), ("oracle-ibm", "gender"), ("nmf", "gender"),
-        ("vae", "gender"), ("itl-ae", "speaker"),
+        ("vae", "gender"), ("itl-ae", "speaker"), ("vae-fit", "gender"),
     }
-    assert len(rows) == 6 * 2 * 2  # methods x test mixtures x sources
+    assert len(rows) == 7 * 2 * 2  # methods x test mixtures x sources
     assert list(rows[0]) == ["experiment", "method", "source_mode", "mixture_id", "source", "sdr", "sir",
                              "sar", "si_sdr", "pesq", "stoi", "input_sdr", "input_sir", "input_sar",
                              "input_si_sdr", "input_pesq", "input_stoi"]
@@ -43,6 +43,22 @@ def test_speaker_mode_has_one_model_per_speaker(tiny_run):
     speakers = sorted(p.stem for p in runs["itl-ae (speaker)"].glob("*.pt"))
     assert speakers == ["fabc0", "fghi0", "mdef0", "mjkl0"]
     assert (runs["vae (gender)"] / "history.json").is_file()
+
+
+def test_a_fitting_run_holds_clean_source_models_and_its_fit_settings(tiny_run):
+    from sepvae.checkpoint import card_of
+    from sepvae.config import FitConfig
+    from sepvae.fitting import LatentFit
+
+    _, _, runs, _ = tiny_run
+    run = runs["vae-fit (gender)"]
+    card = card_of(run)
+    assert card.kind == "vae-fit" and card.fit == FitConfig(steps=5) and card.sources == ("female", "male")
+    assert sorted(p.name for p in run.glob("history-*.json")) == ["history-female.json", "history-male.json"]
+    separator = Separator.from_run(run, device="cpu")
+    assert isinstance(separator.estimator, LatentFit)
+    # Trained source -> source, each model normalizes by its own source's scale.
+    assert not torch.equal(separator.models["male"].scale, separator.models["female"].scale)
 
 
 def test_rerun_is_cached(tiny_run):
@@ -77,7 +93,7 @@ def test_training_times_written_by_evaluate(tiny_run):
 
     experiment, paths, runs, _ = tiny_run
     times = json.loads((paths.reports / experiment.name / "training.json").read_text())
-    assert set(times) == {"vae", "itl-ae"}
+    assert set(times) == {"vae", "itl-ae", "vae-fit"}
     assert times["vae"]["run"] == runs["vae (gender)"].name and times["vae"]["source_mode"] == "gender"
     assert times["vae"]["epochs"] == 2 and times["vae"]["epoch_budget"] == 2 and times["vae"]["seconds"] > 0
 
@@ -206,7 +222,12 @@ def test_export_ships_the_best_model_with_the_medians_it_was_chosen_by(tiny_run,
     out = export_model(experiment, "best", "tiny", root=tmp_path, layout=paths, chosen_by=experiment)
     card = verify_folder(out)
     evaluation = card.info["evaluation"]
-    assert evaluation["method"] == "vae" and card.info["run"] == runs["vae (gender)"].name
+    from sepvae.results import read_metrics, summary_table
+
+    models = [row for row in summary_table(read_metrics(paths.reports / "tiny" / "metrics.csv"))
+              if row["source_mode"] == "gender" and row["method"] in ("vae", "vae-fit")]
+    best = max(models, key=lambda row: row["sdr_median"])["method"]
+    assert evaluation["method"] == best and card.info["run"] == runs[f"{best} (gender)"].name
     assert card.info["mask_power"] == 1.0
     assert evaluation["chosen_by"]["experiment"] == experiment.path and evaluation["test_estimates"] == 4
     assert card_of(out).sources == ("female", "male")

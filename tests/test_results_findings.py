@@ -29,3 +29,14 @@ def test_batch_one_needs_time_evidence():
 def test_family_and_labels():
     assert family_of("sweep-beta-large") == "sweep-beta" and family_of("compare-models") == "compare-models"
     assert split_label("A hop irm") == ("A", "hop irm") and split_label("vae") == ("vae", "")
+
+
+def test_the_fitting_findings_follow_known_differences():
+    above_nmf = next(f for f in FINDINGS if f.name == "vae-fit above NMF")
+    as_good = next(f for f in FINDINGS if f.name == "vae-fit as good as the mixture-trained VAE")
+    rows = sweep_rows("compare-fit", {"vae-fit": (2.0, 2.0, 2.0), "vae": (2.0, 2.0, 2.0), "nmf": (0, 0, 0)})
+    assert judge_finding(above_nmf, rows, "compare-fit").verdict == "agree"
+    assert judge_finding(as_good, rows, "compare-fit").verdict == "agree"
+    worse = sweep_rows("compare-fit", {"vae-fit": (-2.0, 0, 0), "vae": (2.0, 0, 0), "nmf": (0, 0, 0)})
+    assert judge_finding(above_nmf, worse, "compare-fit").verdict == "disagree"
+    assert judge_finding(as_good, worse, "compare-fit").verdict == "disagree"

@@ -52,7 +52,7 @@ def test_listening_report_files(tiny_run, report_dir, tmp_path):
     experiment, paths, _, metrics = tiny_run
     text = (report_dir / "index.html").read_text()
     clips = sorted((report_dir / "audio").rglob("*.flac"))
-    assert len(clips) == 1 + 2 + 6 * 2  # the mixture, two references, six methods x two sources
+    assert len(clips) == 1 + 2 + 7 * 2  # the mixture, two references, seven methods x two sources
     assert len(list((report_dir / "audio").rglob("*.png"))) == len(clips)
     assert "Showing 1 of 2 test mixtures" in text and text.count("<audio controls") == len(clips)
     assert 'src="violins.png"' in text and 'src="spectrograms.png"' in text and "<caption>Per source</caption>" in text
@@ -157,8 +157,8 @@ def _check_page(browser, url: str, screenshot: Path) -> dict:
 def test_pages_in_headless_chromium(browser, serve, report_dir, tmp_path):
     seen = _check_page(browser, serve(report_dir) + "index.html", SCREENSHOTS / "index.png")
     assert seen["errors"] == [] and seen["failed"] == []
-    assert len(seen["durations"]) == 15 and all(d > 0.5 for d in seen["durations"]), seen["durations"]
-    assert len(seen["images"]) == 3 + 15 and all(width > 0 for _, width in seen["images"]), seen["images"]
+    assert len(seen["durations"]) == 17 and all(d > 0.5 for d in seen["durations"]), seen["durations"]
+    assert len(seen["images"]) == 3 + 17 and all(width > 0 for _, width in seen["images"]), seen["images"]
     assert (SCREENSHOTS / "index.png").stat().st_size > 10_000
 
 

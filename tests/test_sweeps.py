@@ -25,7 +25,8 @@ def test_every_experiment_loads_with_unique_labels(path):
 
 def test_the_sweeps_and_the_comparison_exist():
     names = {p.stem for p in TOMLS}
-    for base in ("sweep-window", "sweep-latent", "sweep-batch", "sweep-beta", "sweep-itl-latent", "compare-models"):
+    for base in ("sweep-window", "sweep-latent", "sweep-batch", "sweep-beta", "sweep-itl-latent", "compare-models",
+                 "compare-fit"):
         assert base in names and f"{base}-large" in names
 
 
@@ -88,8 +89,11 @@ def test_swept_values():
 def test_defaults_are_shared_with_reproduce():
     """The default models of the sweeps are the models of reproduce.toml: trained once."""
     reproduce = {_model_key(m) for m in experiment("reproduce").methods if m.model is not None}
-    compare = [m for m in experiment("compare-models").methods if m.model is not None]
-    assert compare and all(_model_key(m) in reproduce for m in compare)
+    for name in ("compare-models", "compare-fit"):
+        compare = [m for m in experiment(name).methods if m.model is not None]
+        assert compare and all(_model_key(m) in reproduce for m in compare), name
+    fitting = next(m for m in experiment("compare-fit").methods if m.kind == "vae-fit")
+    assert fitting.fit == next(m for m in experiment("reproduce").methods if m.kind == "vae-fit").fit
     shared = {"sweep-window": "E", "sweep-batch": "70", "sweep-beta": "1", "sweep-itl-latent": "128"}
     for name, label in shared.items():
         method = next(m for m in experiment(name).methods if m.label == label)

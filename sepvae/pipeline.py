@@ -258,7 +258,8 @@ def undefined_counts(metrics_csv: Path) -> dict[str, int]:
 
 
 def training_times(experiment: Experiment, manifest: Path, rate: int, layout: Layout) -> dict[str, dict]:
-    """label -> wall time of each trained model method's run, from its history files."""
+    """label (gender mode) or ``label (speaker)`` -> wall time of each trained model method's
+    run, from its history files."""
     from sepvae.results import training_summary
 
     times = {}
@@ -267,12 +268,27 @@ def training_times(experiment: Experiment, manifest: Path, rate: int, layout: La
         histories = sorted(run.glob("history*.json")) if run is not None else []
         if not histories:
             continue
-        history = [epoch for path in histories for epoch in json.loads(path.read_text())]
-        times[method.label] = {
+        history = _run_history([json.loads(path.read_text()) for path in histories])
+        key = method.label if method.source_mode is SourceMode.GENDER else f"{method.label} ({method.source_mode})"
+        times[key] = {
             "source_mode": str(method.source_mode), "run": run.name, **training_summary(history),
             "epoch_budget": method.train.epochs, "batch_size": method.train.batch_size,
         }
     return times
+
+
+def _run_history(jobs: list[list[dict]]) -> list[dict]:
+    """A run's jobs' histories (speaker mode: one per speaker) as one, epoch by epoch. Jobs
+    trained in one stack share each epoch's wall time, so an epoch's ``seconds`` sums the
+    distinct times of the stacks it ran in, not every job's copy of the same one."""
+    epochs: dict[int, dict] = {}
+    for history in jobs:
+        for logs in history:
+            merged = epochs.setdefault(logs["epoch"], {"epoch": logs["epoch"], "stack_seconds": set()})
+            merged.update({k: v for k, v in logs.items() if k not in ("epoch", "seconds")})
+            merged["stack_seconds"].add(logs["seconds"])
+    return [{**{k: v for k, v in e.items() if k != "stack_seconds"}, "seconds": sum(e["stack_seconds"])}
+            for _, e in sorted(epochs.items())]
 
 
 def spectrogram_example(experiment: Experiment, manifest: Path, rate: int, layout: Layout, out: Path) -> bool:

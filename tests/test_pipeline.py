@@ -93,9 +93,14 @@ def test_training_times_written_by_evaluate(tiny_run):
 
     experiment, paths, runs, _ = tiny_run
     times = json.loads((paths.reports / experiment.name / "training.json").read_text())
-    assert set(times) == {"vae", "itl-ae", "vae-fit"}
+    assert set(times) == {"vae", "itl-ae (speaker)", "vae-fit"}
     assert times["vae"]["run"] == runs["vae (gender)"].name and times["vae"]["source_mode"] == "gender"
     assert times["vae"]["epochs"] == 2 and times["vae"]["epoch_budget"] == 2 and times["vae"]["seconds"] > 0
+    # Speaker mode: four speakers' jobs trained in one stack share each epoch's wall time.
+    speakers = times["itl-ae (speaker)"]
+    assert speakers["epochs"] == 2 and speakers["source_mode"] == "speaker"
+    per_job = [json.loads(p.read_text()) for p in sorted(runs["itl-ae (speaker)"].glob("history-*.json"))]
+    assert len(per_job) == 4 and speakers["seconds"] == pytest.approx(sum(e["seconds"] for e in per_job[0]))
 
 
 def test_separator_output_length_and_finiteness(tiny_run):

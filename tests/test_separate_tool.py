@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import math
 import os
 from pathlib import Path
 
@@ -451,8 +450,9 @@ def test_shipped_model_separates_a_timit_mixture():
     sdr, _, _ = bss_eval(references, np.stack([estimates["male"], estimates["female"]]))
     sdr_input, _, _ = bss_eval(references, np.stack([mix, mix]))
     improvement = sdr - sdr_input
-    assert np.all(np.isfinite(improvement)) and improvement.mean() > 0, (sdr, sdr_input)
-    assert not math.isnan(float(sdr.mean()))
+    # The shipped models gain 6.5-7.5 dB on this pair; retraining moves that by ~0.3 dB, so
+    # anything under 4 dB is a broken model, not noise.
+    assert np.all(np.isfinite(improvement)) and improvement.min() > 4.0, (sdr, sdr_input)
 
 
 def test_cli_and_tool_import_without_torch():

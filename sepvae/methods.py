@@ -3,8 +3,8 @@
 After nussl's separators, the learned models and the reference methods (the mixture as its
 own estimate, oracle masks, supervised NMF) share one interface. An entry says
 
-- whether and how the method trains (``train``: fills a run folder from the manifest's
-  training mixtures) and what its trained run depends on (``run_fields``),
+- whether and how the method trains (``train``: fills a run folder from the training
+  mixtures' frames) and what its trained run depends on (``run_fields``),
 - how it separates a test mixture (``separator``: an object with ``masks`` and
   ``separate``),
 - whether it has a per-source network configured by ``[model]`` (``has_model``) and the
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from sepvae.mixing import Mixture
+    from sepvae.train import TrainingData
 
 # The layer sizes every frame model has; each kind adds the fields its loss reads.
 _LAYERS = ("hidden", "latent", "decoder_hidden")
@@ -148,16 +149,16 @@ class ModelMask(MixtureSeparator):
         return self._separators[key].mask(spec)
 
 
-def _train_models(method: Method, manifest: Path, out: Path, sample_rate: int, device: str, on_epoch) -> None:
+def _train_models(method: Method, data: TrainingData, out: Path, sample_rate: int, device: str, on_epoch) -> None:
     from sepvae.train import train_models
 
-    train_models(method, manifest, out, sample_rate, device, on_epoch)
+    train_models(method, data, out, sample_rate, device, on_epoch)
 
 
-def _train_nmf(method: Method, manifest: Path, out: Path, sample_rate: int, device: str, on_epoch) -> None:
+def _train_nmf(method: Method, data: TrainingData, out: Path, sample_rate: int, device: str, on_epoch) -> None:
     from sepvae.train import train_nmf
 
-    train_nmf(method, manifest, out, sample_rate)
+    train_nmf(method, data, out, sample_rate)
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,8 @@ class MethodEntry:
     kind: str
     description: str
     separator: Callable[[Method, Path | None, int], MixtureSeparator]
-    # (method, manifest, run folder, sample rate, device, on_epoch): fill the run folder.
+    # (method, sepvae.train.TrainingData, run folder, sample rate, device, on_epoch): fill the
+    # run folder from the training frames (never from the manifest's files: see sepvae.jobs).
     train: Callable[..., None] | None = None
     # The settings a trained run depends on (beside the training data and sample rate).
     run_fields: Callable[[Method], dict[str, Any]] | None = None

@@ -6,6 +6,11 @@ are cached per method under a hash of what determines them, so methods shared be
 experiments (the same model at the same settings) are trained, separated and scored once,
 and a rerun with nothing changed does nothing.
 
+A stage decides what is missing and hands one job per missing output (a model run, a
+method's estimates, their scores) to an executor (:mod:`sepvae.executor`: this process, or
+Ray tasks); the jobs are :mod:`sepvae.jobs`'s. A job that fails is reported once all the
+others have finished, and a rerun does only what is still missing.
+
 Only the mixing stage makes mixtures (:func:`manifest_of`); the later stages find the
 manifest it wrote (:func:`find_manifest`) and say which command to run when it is missing.
 Evaluate writes everything the report needs (scores, training times, the arrays of the
@@ -20,8 +25,9 @@ from typing import Callable
 
 from sepvae.config import Experiment, Method, SourceMode
 from sepvae.errors import SepvaeError
-from sepvae.io import audio_info, csv_text, file_md5, read_audio, write_text, write_wav
-from sepvae.layout import DONE, Layout, is_done, mark_done
+from sepvae.executor import Executor, Failure, Job, LocalExecutor, raise_failures
+from sepvae.io import audio_info, csv_text, file_md5, write_text
+from sepvae.layout import DONE, Layout, is_done
 from sepvae.metrics import METRICS
 from sepvae.mixing import read_manifest, training_key
 
@@ -69,20 +75,26 @@ def run_of(method: Method, manifest: Path, rate: int, layout: Layout) -> Path | 
     return layout.model_run(method, training_key(manifest), rate)
 
 
-def train_all(experiment: Experiment, layout: Layout = Layout(), device: str = "auto", on_epoch=None) -> dict[str, Path]:
-    """The training stage: every method that trains; label -> run folder."""
+def train_all(experiment: Experiment, layout: Layout = Layout(), device: str = "auto", on_epoch=None,
+              executor: Executor | None = None) -> dict[str, Path]:
+    """The training stage: every method that trains; label -> run folder. Finished runs are
+    skipped before any job starts; a run two methods share is trained once."""
+    from sepvae.jobs import training_jobs
+
     manifest = find_manifest(experiment, layout)
     rate = sample_rate_of(manifest)
-    runs = {}
+    runs = {_key(m): run_of(m, manifest, rate, layout) for m in experiment.methods if m.entry.trains}
+    todo = {}
     for method in experiment.methods:
-        run = run_of(method, manifest, rate, layout)
-        if run is None:
-            continue
-        if not is_done(run, model_run=True):
-            method.entry.train(method, manifest, run, rate, device, on_epoch)
-            mark_done(run)
-        runs[_key(method)] = run
+        run = runs.get(_key(method))
+        if run is not None and run not in todo and not is_done(run, model_run=True):
+            todo[run] = method
+    raise_failures(_run(executor, training_jobs(todo, manifest, rate, device), on_epoch))
     return runs
+
+
+def _run(executor: Executor | None, jobs: list[Job], progress) -> list[Failure]:
+    return (executor or LocalExecutor()).map(jobs, progress)
 
 
 def _key(method: Method) -> str:
@@ -102,80 +114,78 @@ def _trained_run(method: Method, manifest: Path, rate: int, layout: Layout) -> P
     return run
 
 
+def _separate(methods: list[Method], manifest: Path, layout: Layout, rate: int, progress: Progress | None,
+              executor: Executor | None) -> tuple[list[Path], list[Failure]]:
+    """Each method's estimates folder, filling those not done; and the jobs that failed."""
+    from sepvae.jobs import separation_jobs
+
+    test_set = file_md5(manifest)
+    outs, todo = [], {}
+    for method in methods:
+        run = _trained_run(method, manifest, rate, layout)
+        outs.append(layout.separations(method, run, test_set))
+        if not is_done(outs[-1]):
+            todo.setdefault(outs[-1], (method, run))
+    return outs, _run(executor, separation_jobs(todo, manifest, rate), progress)
+
+
 def separate_method(method: Method, manifest: Path, layout: Layout = Layout(), rate: int | None = None,
                     progress: Progress | None = None) -> Path:
     """Separate every test mixture with one method; returns the folder of estimates."""
-    from sepvae.features import load_mono
-
-    rate = rate or sample_rate_of(manifest)
-    run = _trained_run(method, manifest, rate, layout)
-    out = layout.separations(method, run, file_md5(manifest))
-    if is_done(out):
-        return out
-    separator = method.entry.separator(method, run, rate)
-    mixtures = read_manifest(manifest, "test")
-    for done, mixture in enumerate(mixtures, start=1):
-        estimates = separator.separate(mixture, load_mono(mixture.mixture_path, rate))
-        for name, estimate in estimates.items():
-            write_wav(out / mixture.id / f"{name}.wav", estimate, rate)
-        if progress:
-            progress(method.label, done, len(mixtures))
-    mark_done(out)
-    return out
+    outs, failures = _separate([method], manifest, layout, rate or sample_rate_of(manifest), progress, None)
+    raise_failures(failures)
+    return outs[0]
 
 
-def separate_all(experiment: Experiment, layout: Layout = Layout(), progress: Progress | None = None) -> dict[str, Path]:
+def separate_all(experiment: Experiment, layout: Layout = Layout(), progress: Progress | None = None,
+                 executor: Executor | None = None) -> dict[str, Path]:
     """The separate-set stage: estimates of every test mixture for every method."""
     manifest = find_manifest(experiment, layout)
-    rate = sample_rate_of(manifest)
-    return {_key(m): separate_method(m, manifest, layout, rate, progress) for m in experiment.methods}
+    outs, failures = _separate(list(experiment.methods), manifest, layout, sample_rate_of(manifest), progress, executor)
+    raise_failures(failures)
+    return {_key(m): out for m, out in zip(experiment.methods, outs)}
 
 
-SCORE_FIELDS = ["mixture_id", "source", *METRICS]
+def _score(scored: list[tuple[Method, Path]], manifest: Path, layout: Layout, progress: Progress | None,
+           executor: Executor | None) -> list[Failure]:
+    """Score the estimates folders whose scores are not cached; the jobs that failed."""
+    from sepvae.jobs import score_jobs
+
+    todo = {}
+    for method, separations in scored:
+        if not layout.scores(separations).is_file():
+            todo.setdefault(layout.scores(separations), (method, separations))
+    return _run(executor, score_jobs(todo, manifest), progress)
 
 
-def score_separations(separations: Path, manifest: Path, layout: Layout = Layout(),
-                      progress: Progress | None = None, label: str = "") -> list[dict]:
-    """Scores of one method's estimates (cached beside the estimates, see the layout)."""
+def _read_scores(cache: Path) -> list[dict]:
     from sepvae.io import read_csv
-    from sepvae.metrics import score
+    from sepvae.jobs import SCORE_FIELDS
 
-    cache = layout.scores(separations)
-    if cache.is_file():
-        return read_csv(cache, "scores", tuple(SCORE_FIELDS))[1]
-    mixtures = read_manifest(manifest, "test")
-    rows = []
-    for done, mixture in enumerate(mixtures, start=1):
-        references, estimates, rate = {}, {}, None
-        for name, path in mixture.source_paths.items():
-            references[name], rate = read_audio(path)
-            estimates[name], _ = read_audio(separations / mixture.id / f"{name}.wav")
-        for name, scores in score(references, estimates, rate).items():
-            rows.append({"mixture_id": mixture.id, "source": name, **{k: f"{v:.4f}" for k, v in scores.items()}})
-        if progress:
-            progress(label, done, len(mixtures))
-    write_text(cache, csv_text(rows, SCORE_FIELDS))
-    return rows
+    return read_csv(cache, "scores", tuple(SCORE_FIELDS))[1]
 
 
-def evaluate_all(experiment: Experiment, layout: Layout = Layout(), progress: Progress | None = None) -> Path:
+def evaluate_all(experiment: Experiment, layout: Layout = Layout(), progress: Progress | None = None,
+                 executor: Executor | None = None) -> Path:
     """The evaluate stage: ``metrics.csv`` with one row per (test mixture, source, method)
     and the unprocessed mixture's own scores as ``input_*``; ``training.json`` and the
-    example spectrogram's arrays for the report."""
+    example spectrogram's arrays for the report.
+
+    Separating what is missing, then scoring, are jobs (every method's at once); when some
+    fail, the others' estimates and scores are still written, and no metrics.csv.
+    """
     from sepvae.results import COLUMNS
 
     manifest = find_manifest(experiment, layout)
     rate = sample_rate_of(manifest)
-    mixture_method = Method(label="mixture", kind="mixture")
-    inputs = {
-        (r["mixture_id"], r["source"]): r
-        for r in score_separations(separate_method(mixture_method, manifest, layout, rate), manifest, layout,
-                                   progress, "mixture")
-    }
+    methods = [Method(label="mixture", kind="mixture"), *experiment.methods]
+    outs, failures = _separate(methods, manifest, layout, rate, None, executor)
+    separated = [(m, out) for m, out in zip(methods, outs) if is_done(out)]
+    raise_failures(failures + _score(separated, manifest, layout, progress, executor))
+    inputs = {(r["mixture_id"], r["source"]): r for r in _read_scores(layout.scores(outs[0]))}
     rows = []
-    for method in experiment.methods:
-        separations = separate_method(method, manifest, layout, rate)
-        for row in score_separations(separations, manifest, layout, progress, method.label):
+    for method, separations in zip(methods[1:], outs[1:]):
+        for row in _read_scores(layout.scores(separations)):
             base = inputs[(row["mixture_id"], row["source"])]
             rows.append({
                 "experiment": experiment.name, "method": method.label, "source_mode": str(method.source_mode),

@@ -2,9 +2,10 @@
 
 :func:`fit` is the plain loop (Adam, shared batches, early stopping on a validation part,
 a NaN guard, resume from the last finished epoch). :func:`train_models` and
-:func:`train_nmf` fill a run folder (:mod:`sepvae.layout` names it, the training stage in
-:mod:`sepvae.pipeline` calls them through the method registry) with checkpoints and the
-folder's card (:mod:`sepvae.checkpoint`).
+:func:`train_nmf` fill a model folder with checkpoints and the folder's card
+(:mod:`sepvae.checkpoint`) from :class:`TrainingData`; the training jobs of
+:mod:`sepvae.jobs` call them through the method registry in a scratch folder of the machine
+they run on, and the driver copies the result into the run folder :mod:`sepvae.layout` names.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch import Tensor
 
 import sepvae
 from sepvae.checkpoint import ModelCard, add_files, read_card, save_checkpoints, save_tensors, verify, write_card
-from sepvae.config import Method, SourceMode, TrainConfig
+from sepvae.config import Method, SourceMode, StftConfig, TrainConfig
 from sepvae.io import atomic_output, write_text
 from sepvae.errors import SepvaeError
 from sepvae.features import FrameSet, fit_scale, load_frames
@@ -181,18 +182,33 @@ def _targets_of(frames: FrameSet, name: str) -> Tensor:
     raise KeyError(name)
 
 
-def _card(method: Method, manifest: Path, sample_rate: int, n_bins: int, sources: tuple[str, ...]) -> ModelCard:
+@dataclass(frozen=True)
+class TrainingData:
+    """What a run trains on, read where the manifest is: the training mixtures' frames at one
+    STFT, and what the card says about them. A Ray worker gets this, never the manifest."""
+
+    frames: FrameSet
+    training_mixtures: str  # mixing.training_key of the manifest
+    manifest: str  # its path, for the card's info only
+
+
+def training_data(manifest: Path, stft: StftConfig, sample_rate: int) -> TrainingData:
+    frames = load_frames(read_manifest(manifest, "train"), stft, sample_rate)
+    return TrainingData(frames, training_key(manifest), str(manifest))
+
+
+def _card(method: Method, data: TrainingData, sample_rate: int, n_bins: int, sources: tuple[str, ...]) -> ModelCard:
     return ModelCard(
         kind=method.kind, source_mode=method.source_mode, sources=sources, sample_rate=sample_rate,
         stft=method.stft, n_bins=n_bins, model=method.model, train=method.train,
-        training_mixtures=training_key(manifest), version=sepvae.__version__,
-        info={"method": method.label, "manifest": str(manifest)},
+        training_mixtures=data.training_mixtures, version=sepvae.__version__,
+        info={"method": method.label, "manifest": data.manifest},
     )
 
 
 def train_models(
     method: Method,
-    manifest: Path,
+    data: TrainingData,
     out: Path,
     sample_rate: int = 16_000,
     device: str = "auto",
@@ -211,8 +227,7 @@ def train_models(
         raise SepvaeError(f"method {method.label!r} ({method.kind}) has no model to train")
     out.mkdir(parents=True, exist_ok=True)
     torch_device = pick_device(device)
-    mixtures = read_manifest(manifest, "train")
-    frames = load_frames(mixtures, method.stft, sample_rate)
+    frames = data.frames
     scale = fit_scale(frames.mixture)
     n_bins = scale.numel()
     normalized = FrameSet(
@@ -222,9 +237,9 @@ def train_models(
         mixture_index=frames.mixture_index,
     )
     jobs = training_jobs(normalized, method.source_mode)
-    card = _card(method, manifest, sample_rate, n_bins, tuple(sorted(n for members in jobs.values() for n in members)))
+    card = _card(method, data, sample_rate, n_bins, tuple(sorted(n for members in jobs.values() for n in members)))
     if read_card(out) is None:
-        write_card(out, card)  # from the start, so `sepvae models` lists the run in progress
+        write_card(out, card)  # from the start: a resumed run checks finished jobs' checkpoints against it
     for job, members in jobs.items():
         if all(_intact(out, card.weights_file(name)) for name in members):
             continue
@@ -262,14 +277,14 @@ def _intact(folder: Path, name: str) -> bool:
     return True
 
 
-def train_nmf(method: Method, manifest: Path, out: Path, sample_rate: int) -> None:
+def train_nmf(method: Method, data: TrainingData, out: Path, sample_rate: int) -> None:
     """Learn one NMF dictionary per source from the training sources' magnitudes into ``out``."""
     from sepvae.nmf import learn_dictionary
 
-    frames = load_frames(read_manifest(manifest, "train"), method.stft, sample_rate)
+    frames = data.frames
     dictionaries = {
         name: learn_dictionary(source.T.contiguous(), method.nmf_components, n_iter=200, seed=method.train.seed)
         for name, source in frames.sources.items()
     }
-    card = _card(method, manifest, sample_rate, method.stft.n_bins(sample_rate), tuple(dictionaries))
+    card = _card(method, data, sample_rate, method.stft.n_bins(sample_rate), tuple(dictionaries))
     add_files(out, card.replace(model=None), {"nmf.pt": lambda tmp: save_tensors(dictionaries, tmp)})

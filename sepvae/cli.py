@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -71,7 +72,7 @@ def _per_label(progress, verb: str):
 EXECUTOR_OPTIONS = {
     "executor": (str, typer.Option("local", "--executor", help="local: the jobs one after another in this process; ray: each job a Ray task (Ray is an optional extra, see README).")),
     "address": (Optional[str], typer.Option(None, "--address", envvar="RAY_ADDRESS", help="Ray cluster to join; 'auto': the one `ray start --head` started on this machine. Default: a new local Ray.")),
-    "num_cpus": (float, typer.Option(1.0, "--num-cpus", help="CPUs each job declares (and its torch threads).")),
+    "num_cpus": (float, typer.Option(1.0, "--num-cpus", help="CPUs each job declares (and its torch and BLAS threads).")),
     "num_gpus": (float, typer.Option(0.0, "--num-gpus", help="GPUs each job declares (Ray places it on a node with them).")),
     "retries": (int, typer.Option(0, "--retries", min=0, help="How often a job that raises is run again before it is reported.")),
 }
@@ -82,7 +83,16 @@ def with_executor(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        return command(*args, executor={name: kwargs.pop(name) for name in EXECUTOR_OPTIONS}, **kwargs)
+        from sepvae.executor import Resources
+
+        options = {name: kwargs.pop(name) for name in EXECUTOR_OPTIONS}
+        # A job here gets the BLAS threads it declares, as on a Ray worker: idle BLAS threads
+        # busy-wait, and on this loaded 2-core machine two of them made a local `sepvae
+        # evaluate` 6x slower than one (143 s against 23 s, README). Read when numpy loads, so
+        # set only before that (not in a test session, whose later subprocesses would inherit it).
+        if "numpy" not in sys.modules:
+            os.environ.setdefault("OMP_NUM_THREADS", str(Resources(options["num_cpus"]).threads))
+        return command(*args, executor=options, **kwargs)
 
     signature = inspect.signature(command)
     parameters = [p for p in signature.parameters.values() if p.name != "executor"] + [
@@ -282,7 +292,6 @@ def separate(
 ):
     """Separate recordings into <stem>_<source>.wav per source (e.g. mix_male.wav, mix_female.wav)."""
     import json
-    import os
 
     # Before torch loads libgomp: its default busy-waiting threads slow separation ~20x
     # whenever another process holds a core; passive waiting costs nothing when idle.

@@ -64,6 +64,8 @@ class FolderFiles:
 class TestSet:
     """A manifest's test mixtures and the audio of every file they name, read on the driver."""
 
+    __test__ = False  # a test set, not a pytest test class
+
     mixtures: tuple[Mixture, ...]
     audio: dict[str, tuple[np.ndarray, int]]  # the driver's path -> read_audio's (samples, rate)
 

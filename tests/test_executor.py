@@ -2,7 +2,9 @@
 raises is retried, then reported in one line while the others finish; reruns submit only
 what is missing. The Ray tests share one local Ray (2 CPUs) for the module."""
 
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from sepvae.cli import app
 from sepvae.config import load_experiment
 from sepvae.errors import SepvaeError
 from sepvae.executor import Job, JobsFailed, LocalExecutor, make_executor
+from sepvae.jobs import scratch_name
 from sepvae.layout import Layout, is_done
 from sepvae.pipeline import evaluate_all, manifest_of, separate_all, train_all
 from tests.conftest import write_sample_tree
@@ -111,6 +114,9 @@ def test_a_failed_job_is_reported_in_one_line_and_the_others_finish(project, ray
     again = runner.invoke(app, args)
     assert again.exit_code == 1 and "1 job(s) failed" in again.output
     assert {p: p.stat().st_mtime_ns for p in nmf.iterdir()} == stamp
+    # The failed run's scratch folder is kept for a retry to resume from; not after the test.
+    failed = layout.runs / "models" / errors[0].split("[")[1].split("]")[0]
+    shutil.rmtree(Path(tempfile.gettempdir()) / "sepvae-train" / scratch_name(failed))
 
 
 def _attempt(log: Path, fail_first: int, value: int, progress=None) -> int:

@@ -97,17 +97,17 @@ class TestSet:
 
 # -- training -------------------------------------------------------------------------
 
-def train_run(method: Method, data: TrainingData, scratch_name: str, sample_rate: int, device: str,
+def train_run(method: Method, data: TrainingData, scratch_key: str, sample_rate: int, device: str,
               progress: Callable | None = None) -> FolderFiles:
     """Train one model run in a scratch folder of the machine it runs on and return its files.
 
-    The scratch folder is named after the run folder (:func:`scratch_name`) and kept when
-    training fails, so a retry or a rerun on the same machine resumes from the last finished
-    epoch or speaker, as training in the run folder itself did.
+    The scratch folder is named after the run folder (``scratch_key``: :func:`scratch_name`)
+    and kept when training fails, so a retry or a rerun on the same machine resumes from the
+    last finished epoch or speaker, as training in the run folder itself did.
     """
     from sepvae.checkpoint import read_card
 
-    scratch = Path(tempfile.gettempdir()) / "sepvae-train" / scratch_name
+    scratch = Path(tempfile.gettempdir()) / "sepvae-train" / scratch_key
     method.entry.train(method, data, scratch, sample_rate, device, progress)
     if read_card(scratch) is None:
         raise SepvaeError(f"training wrote no model card into {scratch}")

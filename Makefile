@@ -10,6 +10,10 @@ TIMIT_ROOT ?= $(if $(wildcard $(SHARED_TIMIT)/dr1-fvmh0),$(SHARED_TIMIT),)
 export TIMIT_ROOT
 CONFIG ?= experiments/reproduce.toml
 SEPVAE := $(BIN)/sepvae
+# Where train, separate and evaluate run their jobs: local, or ray (README: Running on a Ray
+# cluster; the cluster is $RAY_ADDRESS, e.g. `RAY_ADDRESS=auto make sweeps EXECUTOR=ray`).
+EXECUTOR ?= local
+JOBS := --executor $(EXECUTOR)
 
 .PHONY: setup test data mix train separate evaluate report reproduce bench pretrained clean
 
@@ -30,13 +34,13 @@ mix: data
 	$(SEPVAE) mix --config $(CONFIG)
 
 train: mix
-	$(SEPVAE) train --config $(CONFIG)
+	$(SEPVAE) train --config $(CONFIG) $(JOBS)
 
 separate: train
-	$(SEPVAE) separate-set --config $(CONFIG)
+	$(SEPVAE) separate-set --config $(CONFIG) $(JOBS)
 
 evaluate: separate
-	$(SEPVAE) evaluate --config $(CONFIG)
+	$(SEPVAE) evaluate --config $(CONFIG) $(JOBS)
 
 report: evaluate
 	$(SEPVAE) report --config $(CONFIG)
@@ -76,9 +80,9 @@ SWEEPS := sweep-window sweep-latent sweep-batch sweep-beta sweep-itl-latent comp
 .PHONY: sweeps results $(SWEEPS) $(SWEEPS:=-large)
 $(SWEEPS) $(SWEEPS:=-large): data
 	$(SEPVAE) mix --config experiments/$@.toml
-	$(SEPVAE) train --config experiments/$@.toml
-	$(SEPVAE) separate-set --config experiments/$@.toml
-	$(SEPVAE) evaluate --config experiments/$@.toml
+	$(SEPVAE) train --config experiments/$@.toml $(JOBS)
+	$(SEPVAE) separate-set --config experiments/$@.toml $(JOBS)
+	$(SEPVAE) evaluate --config experiments/$@.toml $(JOBS)
 	$(SEPVAE) report --config experiments/$@.toml
 	$(SEPVAE) results
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
+import os
 import signal
 import sys
 import threading
@@ -47,7 +49,8 @@ def user_errors(command):
             with _signals_interrupt():
                 return command(*args, **kwargs)
         except SepvaeError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            for line in str(exc).splitlines():  # one line per failed job (sepvae.executor.JobsFailed)
+                typer.echo(f"error: {line}", err=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt as exc:
             signum = getattr(exc, "signum", signal.SIGINT)
@@ -110,6 +113,59 @@ def _per_label(progress, verb: str):
         progress.update(tasks[label], completed=done)
 
     return update
+
+
+# The stage commands' executor options; `with_executor` adds them to a command.
+EXECUTOR_OPTIONS = {
+    "executor": (str, typer.Option("local", "--executor", help="local: the jobs one after another in this process; ray: each job a Ray task (Ray is an optional extra, see README).")),
+    "address": (Optional[str], typer.Option(None, "--address", envvar="RAY_ADDRESS", help="Ray cluster to join; 'auto': the one `ray start --head` started on this machine. Default: a new local Ray.")),
+    "num_cpus": (float, typer.Option(1.0, "--num-cpus", help="CPUs each job declares (and its torch and BLAS threads).")),
+    "num_gpus": (float, typer.Option(0.0, "--num-gpus", help="GPUs each job declares (Ray places it on a node with them).")),
+    "retries": (int, typer.Option(0, "--retries", min=0, help="How often a job that raises is run again before it is reported.")),
+}
+
+
+def with_executor(command):
+    """Add the EXECUTOR_OPTIONS to a command; it receives them as one dict ``executor``."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from sepvae.executor import Resources
+
+        options = {name: kwargs.pop(name) for name in EXECUTOR_OPTIONS}
+        # A job here gets the BLAS threads it declares, as on a Ray worker: idle BLAS threads
+        # busy-wait, and on this loaded 2-core machine two of them made a local `sepvae
+        # evaluate` 6x slower than one (143 s against 23 s, README). Read when numpy loads, so
+        # set only before that (not in a test session, whose later subprocesses would inherit it).
+        if "numpy" not in sys.modules:
+            os.environ.setdefault("OMP_NUM_THREADS", str(Resources(options["num_cpus"]).threads))
+        return command(*args, executor=options, **kwargs)
+
+    signature = inspect.signature(command)
+    parameters = [p for p in signature.parameters.values() if p.name != "executor"] + [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+        for name, (kind, option) in EXECUTOR_OPTIONS.items()
+    ]
+    wrapper.__signature__ = signature.replace(parameters=parameters)
+    wrapper.__annotations__ = {**command.__annotations__, **{name: kind for name, (kind, _) in EXECUTOR_OPTIONS.items()}}
+    return wrapper
+
+
+def _executor(options: dict, progress):
+    """The executor the options name, reporting jobs done / running / failed on ``progress``."""
+    from sepvae.executor import Resources, make_executor
+
+    tasks = []
+
+    def status(done, pending, failed, total):
+        if not tasks:
+            tasks.append(progress.add_task("jobs", total=total, info=""))
+        waiting = "running" if options["executor"] == "local" else "running or queued"
+        progress.update(tasks[0], completed=done + failed, total=total,
+                        info=f"{done} done, {pending} {waiting}, {failed} failed")
+
+    resources = Resources(options["num_cpus"], options["num_gpus"])
+    return make_executor(options["executor"], options["address"], resources, options["retries"], status)
 
 
 def _console():
@@ -184,7 +240,8 @@ DeviceOption = typer.Option("auto", help="auto (cuda, then mps, then cpu), cpu, 
 
 @app.command()
 @user_errors
-def train(config: Path = ConfigOption, device: str = DeviceOption):
+@with_executor
+def train(config: Path = ConfigOption, device: str = DeviceOption, executor: dict = None):
     """Train one model per source for every model method of the experiment (cached)."""
     from sepvae.pipeline import train_all
 
@@ -201,27 +258,30 @@ def train(config: Path = ConfigOption, device: str = DeviceOption):
             )
             progress.update(tasks[job], completed=epoch, info=losses)
 
-        runs = train_all(experiment, device=device, on_epoch=on_epoch)
+        runs = train_all(experiment, device=device, on_epoch=on_epoch, executor=_executor(executor, progress))
     for label, run in runs.items():
         typer.echo(f"{label}: {run}")
 
 
 @app.command("separate-set")
 @user_errors
-def separate_set(config: Path = ConfigOption):
+@with_executor
+def separate_set(config: Path = ConfigOption, executor: dict = None):
     """Separate every test mixture with every method of the experiment (cached)."""
     from sepvae.pipeline import separate_all
 
     experiment = _experiment(config)
     with _progress() as progress:
-        folders = separate_all(experiment, progress=_per_label(progress, "separate"))
+        folders = separate_all(experiment, progress=_per_label(progress, "separate"),
+                               executor=_executor(executor, progress))
     for label, folder in folders.items():
         typer.echo(f"{label}: {folder}")
 
 
 @app.command()
 @user_errors
-def evaluate(config: Path = ConfigOption):
+@with_executor
+def evaluate(config: Path = ConfigOption, executor: dict = None):
     """Score every method on the test mixtures: SDR/SIR/SAR, SI-SDR, PESQ, STOI -> metrics.csv."""
     import warnings
 
@@ -231,7 +291,7 @@ def evaluate(config: Path = ConfigOption):
     experiment = _experiment(config)
     warnings.simplefilter("ignore", UndefinedMetricWarning)  # counted from metrics.csv below
     with _progress() as progress:
-        out = evaluate_all(experiment, progress=_per_label(progress, "score"))
+        out = evaluate_all(experiment, progress=_per_label(progress, "score"), executor=_executor(executor, progress))
     for metric, count in sorted(undefined_counts(out).items()):
         typer.echo(f"warning: {metric.upper()} undefined (NaN) for {count} score(s)", err=True)
     typer.echo(f"{out}")
@@ -299,7 +359,6 @@ def separate(
 ):
     """Separate recordings into <stem>_<source>.wav per source (e.g. mix_male.wav, mix_female.wav)."""
     import json
-    import os
 
     _refuse_flag_values(files, ("--overwrite", "--json", "--allow-truncated"))
 

@@ -3,8 +3,8 @@
 After nussl's separators, the learned models and the reference methods (the mixture as its
 own estimate, oracle masks, supervised NMF) share one interface. An entry says
 
-- whether and how the method trains (``train``: fills a run folder from the manifest's
-  training mixtures; or ``plan``: networks to train in the stage's stacked ensembles) and
+- whether and how the method trains (``train``: fills a run folder from the training
+  mixtures' frames; or ``plan``: networks to train in the stage's stacked ensembles) and
   what its trained run depends on (``run_fields``),
 - how it separates a test mixture (``separator``: an object with ``masks`` and
   ``separate``),
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from sepvae.mixing import Mixture
+    from sepvae.train import TrainingData
 
 # The layer sizes every frame model has; each kind adds the fields its loss reads.
 _LAYERS = ("hidden", "latent", "decoder_hidden")
@@ -153,16 +154,16 @@ class ModelMask(MixtureSeparator):
         return self._separators[key].mask(spec)
 
 
-def _plan_models(method: Method, manifest: Path, out: Path, sample_rate: int):
+def _plan_models(method: Method, data: TrainingData, out: Path, sample_rate: int):
     from sepvae.train import plan_models
 
-    return plan_models(method, manifest, out, sample_rate)
+    return plan_models(method, data, out, sample_rate)
 
 
-def _train_clean_models(method: Method, manifest: Path, out: Path, sample_rate: int, device: str, on_epoch) -> None:
+def _train_clean_models(method: Method, data: TrainingData, out: Path, sample_rate: int, device: str, on_epoch) -> None:
     from sepvae.train import train_clean_models
 
-    train_clean_models(method, manifest, out, sample_rate, device, on_epoch)
+    train_clean_models(method, data, out, sample_rate, device, on_epoch)
 
 
 def _latent_fit(card) -> Callable:
@@ -172,10 +173,10 @@ def _latent_fit(card) -> Callable:
     return LatentFit(card.fit or FitConfig())
 
 
-def _train_nmf(method: Method, manifest: Path, out: Path, sample_rate: int, device: str, on_epoch) -> None:
+def _train_nmf(method: Method, data: TrainingData, out: Path, sample_rate: int, device: str, on_epoch) -> None:
     from sepvae.train import train_nmf
 
-    train_nmf(method, manifest, out, sample_rate)
+    train_nmf(method, data, out, sample_rate)
 
 
 @dataclass(frozen=True)
@@ -185,10 +186,11 @@ class MethodEntry:
     kind: str
     description: str
     separator: Callable[[Method, Path | None, int], MixtureSeparator]
-    # (method, manifest, run folder, sample rate, device, on_epoch): fill the run folder.
+    # (method, sepvae.train.TrainingData, run folder, sample rate, device, on_epoch): fill the
+    # run folder from the training frames (never from the manifest's files: see sepvae.jobs).
     train: Callable[..., None] | None = None
-    # Or (method, manifest, run folder, sample rate) -> a train.RunPlan: networks the training
-    # stage stacks with the other runs' into few batched ensembles (sepvae.ensemble).
+    # Or (method, TrainingData, run folder, sample rate) -> a train.RunPlan, made on the driver:
+    # networks the training stage stacks with the other runs' into few batched ensembles.
     plan: Callable[..., Any] | None = None
     # The settings a trained run depends on (beside the training data and sample rate).
     run_fields: Callable[[Method], dict[str, Any]] | None = None

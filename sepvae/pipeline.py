@@ -6,6 +6,11 @@ are cached per method under a hash of what determines them, so methods shared be
 experiments (the same model at the same settings) are trained, separated and scored once,
 and a rerun with nothing changed does nothing.
 
+A stage decides what is missing and hands the jobs that make it (a group of model runs that
+train as stacks, a method's estimates, their scores) to an executor (:mod:`sepvae.executor`:
+this process, or Ray tasks); the jobs are :mod:`sepvae.jobs`'s. A job that fails is
+reported once all the others have finished, and a rerun does only what is still missing.
+
 Only the mixing stage makes mixtures (:func:`mix_all`); the later stages find the
 manifest it wrote (:func:`find_manifest`) and say which command to run when it is missing.
 Evaluate writes everything the report needs (scores, training times, the arrays of the
@@ -20,8 +25,9 @@ from typing import Callable
 
 from sepvae.config import Experiment, Method, SourceMode
 from sepvae.errors import SepvaeError
-from sepvae.io import audio_info, csv_text, file_md5, read_audio, write_text, write_wav
-from sepvae.layout import DONE, Layout, is_done, mark_done
+from sepvae.executor import Executor, Failure, Job, LocalExecutor, raise_failures
+from sepvae.io import audio_info, csv_text, file_md5, write_text
+from sepvae.layout import DONE, Layout, is_done
 from sepvae.metrics import METRICS
 from sepvae.mixing import read_manifest, training_key
 from sepvae.results.html import LISTEN_DEFAULT, Listening
@@ -76,15 +82,19 @@ def run_of(method: Method, manifest: Path, rate: int, layout: Layout) -> Path | 
     return layout.model_run(method, training_key(manifest), rate)
 
 
-def train_all(experiment: Experiment, layout: Layout = Layout(), device: str = "auto", on_epoch=None) -> dict[str, Path]:
+def train_all(experiment: Experiment, layout: Layout = Layout(), device: str = "auto", on_epoch=None,
+              executor: Executor | None = None) -> dict[str, Path]:
     """The training stage: every method that trains, in every fold; label -> run folder.
 
+    Finished runs are skipped before any job starts; a run two methods share trains once.
     The networks of every run still to train (all methods, sweep points and folds) train
-    together in as few stacked ensembles as their sizes allow (:func:`train.train_plans`).
+    together in as few stacked ensembles as their sizes allow (:func:`train.train_plans`):
+    one job per group that can stack (:func:`sepvae.jobs.training_jobs`).
     """
-    from sepvae.train import train_plans
+    from sepvae.jobs import training_jobs
+    from sepvae.train import training_data
 
-    runs, plans = {}, {}
+    runs, todo, data = {}, {}, {}
     for fold in experiment.folds():
         manifest = find_manifest(fold, layout)
         rate = sample_rate_of(manifest)
@@ -93,17 +103,17 @@ def train_all(experiment: Experiment, layout: Layout = Layout(), device: str = "
             if run is None:
                 continue
             runs[_key(method, fold)] = run
-            if run in plans or is_done(run, model_run=True):
+            if run in todo or is_done(run, model_run=True):
                 continue
-            if method.entry.plan is not None:
-                plans[run] = method.entry.plan(method, manifest, run, rate)
-            else:
-                method.entry.train(method, manifest, run, rate, device, on_epoch)
-                mark_done(run)
-    train_plans(list(plans.values()), device, on_epoch)
-    for run in plans:
-        mark_done(run)
+            if (manifest, method.stft) not in data:  # read once per fold and STFT, on this machine
+                data[manifest, method.stft] = training_data(manifest, method.stft, rate)
+            todo[run] = (method, data[manifest, method.stft], rate)
+    raise_failures(_run(executor, training_jobs(todo, device), on_epoch))
     return runs
+
+
+def _run(executor: Executor | None, jobs: list[Job], progress) -> list[Failure]:
+    return (executor or LocalExecutor()).map(jobs, progress)
 
 
 def _key(method: Method, fold: Experiment) -> str:
@@ -125,86 +135,80 @@ def _trained_run(method: Method, manifest: Path, rate: int, layout: Layout) -> P
     return run
 
 
-def separate_method(method: Method, manifest: Path, layout: Layout = Layout(), rate: int | None = None,
-                    progress: Progress | None = None) -> Path:
-    """Separate every test mixture with one method; returns the folder of estimates."""
-    from sepvae.features import load_mono
+def _separations(fold: Experiment, methods: list[Method], layout: Layout) -> tuple[list[Path], list[Job]]:
+    """Each method's estimates folder in one (fold) experiment, and the jobs that fill those not done."""
+    from sepvae.jobs import separation_jobs
 
-    rate = rate or sample_rate_of(manifest)
-    run = _trained_run(method, manifest, rate, layout)
-    out = layout.separations(method, run, file_md5(manifest))
-    if is_done(out):
-        return out
-    separator = method.entry.separator(method, run, rate)
-    mixtures = read_manifest(manifest, "test")
-    for done, mixture in enumerate(mixtures, start=1):
-        estimates = separator.separate(mixture, load_mono(mixture.mixture_path, rate))
-        for name, estimate in estimates.items():
-            write_wav(out / mixture.id / f"{name}.wav", estimate, rate)
-        if progress:
-            progress(method.label, done, len(mixtures))
-    mark_done(out)
-    return out
+    manifest = find_manifest(fold, layout)
+    rate = sample_rate_of(manifest)
+    test_set = file_md5(manifest)
+    outs, todo = [], {}
+    for method in methods:
+        run = _trained_run(method, manifest, rate, layout)
+        outs.append(layout.separations(method, run, test_set))
+        if not is_done(outs[-1]):
+            todo.setdefault(outs[-1], (method, run))
+    return outs, separation_jobs(todo, manifest, rate)
 
 
-def separate_all(experiment: Experiment, layout: Layout = Layout(), progress: Progress | None = None) -> dict[str, Path]:
+def separate_all(experiment: Experiment, layout: Layout = Layout(), progress: Progress | None = None,
+                 executor: Executor | None = None) -> dict[str, Path]:
     """The separate-set stage: estimates of every test mixture for every method (and fold)."""
-    folders = {}
+    folders, jobs = {}, []
     for fold in experiment.folds():
-        manifest = find_manifest(fold, layout)
-        rate = sample_rate_of(manifest)
-        folders.update({_key(m, fold): separate_method(m, manifest, layout, rate, progress) for m in fold.methods})
+        outs, fold_jobs = _separations(fold, fold.methods, layout)
+        folders.update({_key(m, fold): out for m, out in zip(fold.methods, outs)})
+        jobs += fold_jobs
+    raise_failures(_run(executor, jobs, progress))
     return folders
 
 
-SCORE_FIELDS = ["mixture_id", "source", *METRICS]
-
-
-def score_separations(separations: Path, manifest: Path, layout: Layout = Layout(),
-                      progress: Progress | None = None, label: str = "") -> list[dict]:
-    """Scores of one method's estimates (cached beside the estimates, see the layout)."""
+def _read_scores(cache: Path) -> list[dict]:
     from sepvae.io import read_csv
-    from sepvae.metrics import score
+    from sepvae.jobs import SCORE_FIELDS
 
-    cache = layout.scores(separations)
-    if cache.is_file():
-        return read_csv(cache, "scores", tuple(SCORE_FIELDS))[1]
-    mixtures = read_manifest(manifest, "test")
-    rows = []
-    for done, mixture in enumerate(mixtures, start=1):
-        references, estimates, rate = {}, {}, None
-        for name, path in mixture.source_paths.items():
-            references[name], rate = read_audio(path)
-            estimates[name], _ = read_audio(separations / mixture.id / f"{name}.wav")
-        for name, scores in score(references, estimates, rate).items():
-            rows.append({"mixture_id": mixture.id, "source": name, **{k: f"{v:.4f}" for k, v in scores.items()}})
-        if progress:
-            progress(label, done, len(mixtures))
-    write_text(cache, csv_text(rows, SCORE_FIELDS))
-    return rows
+    return read_csv(cache, "scores", tuple(SCORE_FIELDS))[1]
 
 
-def evaluate_all(experiment: Experiment, layout: Layout = Layout(), progress: Progress | None = None) -> Path:
+def evaluate_all(experiment: Experiment, layout: Layout = Layout(), progress: Progress | None = None,
+                 executor: Executor | None = None) -> Path:
     """The evaluate stage: ``metrics.csv`` with one row per (test mixture, source, method)
     and the unprocessed mixture's own scores as ``input_*``; ``training.json``, the example
     spectrogram's arrays and ``separations.json`` (where each method's estimates are) for
-    the report."""
+    the report.
+
+    Separating what is missing, then scoring, are jobs (every method's and fold's at once);
+    when some fail, the others' estimates and scores are still written, and no metrics.csv.
+    """
+    from sepvae.jobs import score_jobs
     from sepvae.results import COLUMNS
 
-    rows, times, folds = [], {}, []
-    for fold in experiment.folds():
+    folds = [(fold, [Method(label="mixture", kind="mixture"), *fold.methods]) for fold in experiment.folds()]
+    estimates, jobs = [], []
+    for fold, methods in folds:
+        outs, fold_jobs = _separations(fold, methods, layout)
+        estimates.append(outs)
+        jobs += fold_jobs
+    failures, scoring = _run(executor, jobs, None), []
+    for (fold, methods), outs in zip(folds, estimates):
+        todo = {layout.scores(out): (m, out) for m, out in zip(methods, outs)
+                if is_done(out) and not layout.scores(out).is_file()}
+        scoring += score_jobs(todo, find_manifest(fold, layout))
+    raise_failures(failures + _run(executor, scoring, progress))
+    rows, times, index = [], {}, []
+    for (fold, _), outs in zip(folds, estimates):
         manifest = find_manifest(fold, layout)
-        rate = sample_rate_of(manifest)
-        fold_rows, folders = _metric_rows(fold, manifest, rate, layout, progress)
-        rows += fold_rows
-        folds.append({"manifest": str(manifest), "methods": folders})
-        for label, fold_times in training_times(fold, manifest, rate, layout).items():
+        rows += _metric_rows(fold, outs, layout)
+        index.append({"manifest": str(manifest), "methods": [
+            {"method": m.label, "source_mode": str(m.source_mode), "separations": out.relative_to(layout.runs).as_posix()}
+            for m, out in zip(fold.methods, outs[1:])]})
+        for label, fold_times in training_times(fold, manifest, sample_rate_of(manifest), layout).items():
             times.setdefault(label, []).append(fold_times)
     write_text(layout.training(experiment), json.dumps({k: _summed(v) for k, v in times.items()}, indent=1) + "\n")
     # The listening report finds the audio through this file: per fold, the references'
     # manifest and the estimates' folders under the layout's runs root (so a moved project
     # still finds them).
-    write_text(layout.separations_index(experiment), json.dumps({"folds": folds}, indent=1) + "\n")
+    write_text(layout.separations_index(experiment), json.dumps({"folds": index}, indent=1) + "\n")
     first = experiment.folds()[0]
     manifest = find_manifest(first, layout)
     example = layout.example(experiment)
@@ -215,28 +219,19 @@ def evaluate_all(experiment: Experiment, layout: Layout = Layout(), progress: Pr
     return out
 
 
-def _metric_rows(experiment: Experiment, manifest: Path, rate: int, layout: Layout,
-                 progress: Progress | None) -> tuple[list[dict], list[dict]]:
-    """metrics.csv rows of one (fold) experiment, each method's scores beside the mixture's,
-    and where each method's estimates are (for separations.json)."""
-    mixture_method = Method(label="mixture", kind="mixture")
-    inputs = {
-        (r["mixture_id"], r["source"]): r
-        for r in score_separations(separate_method(mixture_method, manifest, layout, rate), manifest, layout,
-                                   progress, "mixture")
-    }
-    rows, folders = [], []
-    for method in experiment.methods:
-        separations = separate_method(method, manifest, layout, rate)
-        folders.append({"method": method.label, "source_mode": str(method.source_mode),
-                        "separations": separations.relative_to(layout.runs).as_posix()})
-        for row in score_separations(separations, manifest, layout, progress, method.label):
+def _metric_rows(experiment: Experiment, outs: list[Path], layout: Layout) -> list[dict]:
+    """metrics.csv rows of one (fold) experiment from the cached scores: each method's
+    (``outs[1:]``: its estimates) beside the mixture's own (``outs[0]``)."""
+    inputs = {(r["mixture_id"], r["source"]): r for r in _read_scores(layout.scores(outs[0]))}
+    rows = []
+    for method, separations in zip(experiment.methods, outs[1:]):
+        for row in _read_scores(layout.scores(separations)):
             base = inputs[(row["mixture_id"], row["source"])]
             rows.append({
                 "experiment": experiment.name, "method": method.label, "source_mode": str(method.source_mode),
                 **row, **{f"input_{m}": base[m] for m in METRICS},
             })
-    return rows, folders
+    return rows
 
 
 def _summed(folds: list[dict]) -> dict:

@@ -2,9 +2,11 @@
 
 :func:`fit` trains the models of one job as one stack of :mod:`sepvae.ensemble` (Adam,
 early stopping on a validation part, a NaN guard, resume from the last finished epoch).
-:func:`train_models` and :func:`train_nmf` fill a run folder (:mod:`sepvae.layout` names it,
-the training stage in :mod:`sepvae.pipeline` calls them through the method registry) with
-checkpoints and the folder's card (:mod:`sepvae.checkpoint`).
+:func:`plan_models` and :func:`train_nmf` work from :class:`TrainingData`, the training
+frames read where the manifest is; the training jobs of :mod:`sepvae.jobs` (through the
+method registry) train in a scratch folder of the machine they run on, and the driver copies
+the checkpoints and the folder's card (:mod:`sepvae.checkpoint`) into the run folder
+:mod:`sepvae.layout` names. :func:`train_models` is the one-run case, in place.
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ from torch import Tensor
 
 import sepvae
 from sepvae.checkpoint import ModelCard, add_files, read_card, save_checkpoints, save_tensors, verify, write_card
-from sepvae.config import FitConfig, Method, SourceMode, TrainConfig, config_hash
+from sepvae.config import FitConfig, Method, SourceMode, StftConfig, TrainConfig, config_hash
 from sepvae.io import write_text
 from sepvae.ensemble import EpochCallback, Member, fit_ensemble, group_members, merge_histories
 from sepvae.errors import SepvaeError
 from sepvae.features import FrameSet, Normalization, concat, fit_normalization, fit_scale, load_frames, remix_frames
 from sepvae.models import build_model
-from sepvae.mixing import read_manifest, training_key
+from sepvae.mixing import Mixture, read_manifest, training_key
 
 
 @dataclass
@@ -108,12 +110,34 @@ def _source_of(frames: FrameSet, name: str) -> str:
     raise KeyError(name)
 
 
-def _card(method: Method, manifest: Path, sample_rate: int, n_bins: int, sources: tuple[str, ...]) -> ModelCard:
+@dataclass(frozen=True)
+class TrainingData:
+    """What a run trains on, read where the manifest is: the training mixtures' frames at one
+    STFT, the mixtures (remixing reads their sources' files: :func:`plan_models` runs on the
+    driver) and what the card says about them. A training job gets frames, never paths."""
+
+    frames: FrameSet
+    mixtures: tuple[Mixture, ...]
+    training_mixtures: str  # mixing.training_key of the manifest
+    manifest: str  # its path, for the card's info only
+
+
+def training_data(manifest: Path, stft: StftConfig, sample_rate: int) -> TrainingData:
+    mixtures = tuple(read_manifest(manifest, "train"))
+    return TrainingData(load_frames(list(mixtures), stft, sample_rate), mixtures, training_key(manifest), str(manifest))
+
+
+def _data(method: Method, data: TrainingData | Path, sample_rate: int) -> TrainingData:
+    """``data``, or what a manifest given instead holds (:func:`train_models` in tests)."""
+    return data if isinstance(data, TrainingData) else training_data(Path(data), method.stft, sample_rate)
+
+
+def _card(method: Method, data: TrainingData, sample_rate: int, n_bins: int, sources: tuple[str, ...]) -> ModelCard:
     return ModelCard(
         kind=method.kind, source_mode=method.source_mode, sources=sources, sample_rate=sample_rate,
         stft=method.stft, n_bins=n_bins, model=method.model, train=method.train,
-        training_mixtures=training_key(manifest), version=sepvae.__version__,
-        info={"method": method.label, "manifest": str(manifest)},
+        training_mixtures=data.training_mixtures, version=sepvae.__version__,
+        info={"method": method.label, "manifest": data.manifest},
     )
 
 
@@ -131,8 +155,9 @@ class RunPlan:
     jobs: dict[str, list[Member]]  # job (gender mode: "all"; speaker mode: a speaker) -> its models
 
 
-def plan_models(method: Method, manifest: Path, out: Path, sample_rate: int = 16_000) -> RunPlan:
+def plan_models(method: Method, data: TrainingData | Path, out: Path, sample_rate: int = 16_000) -> RunPlan:
     """What training a model method into run folder ``out`` takes; writes the folder's card.
+    ``data``: the training data read once per STFT (or its manifest).
 
     A job (gender mode: both sources; speaker mode: one speaker) whose checkpoints are
     already in ``out`` and match its card is left out, so an interrupted stage resumes
@@ -141,8 +166,8 @@ def plan_models(method: Method, manifest: Path, out: Path, sample_rate: int = 16
     if method.model is None:
         raise SepvaeError(f"method {method.label!r} ({method.kind}) has no model to train")
     out.mkdir(parents=True, exist_ok=True)
-    mixtures = read_manifest(manifest, "train")
-    frames = load_frames(mixtures, method.stft, sample_rate)
+    data = _data(method, data, sample_rate)
+    mixtures, frames = data.mixtures, data.frames
     recipe = method.train
     normalization = fit_normalization(frames.mixture, recipe.normalization == "bin", recipe.inputs == "log1p")
     n_bins = normalization.scale.numel()
@@ -153,7 +178,7 @@ def plan_models(method: Method, manifest: Path, out: Path, sample_rate: int = 16
                                              recipe.seed, first_index=len(mixtures)))
     original = frames.mixture_index < len(mixtures)  # remixed mixtures are never held out
     jobs = training_jobs(frames, method.source_mode)
-    card = _card(method, manifest, sample_rate, n_bins, tuple(sorted(n for members in jobs.values() for n in members)))
+    card = _card(method, data, sample_rate, n_bins, tuple(sorted(n for members in jobs.values() for n in members)))
     if read_card(out) is None:
         write_card(out, card)  # from the start, so `sepvae models` lists the run in progress
     planned: dict[str, list[Member]] = {}
@@ -255,10 +280,10 @@ def _renamed(history: list[dict], names: dict[str, str]) -> list[dict]:
     return [{back.get(k, k): v for k, v in epoch.items()} for epoch in history]
 
 
-def train_models(method: Method, manifest: Path, out: Path, sample_rate: int = 16_000, device: str = "auto",
+def train_models(method: Method, data: TrainingData | Path, out: Path, sample_rate: int = 16_000, device: str = "auto",
                  on_epoch: EpochCallback | None = None) -> None:
     """Train a model method's source models into run folder ``out`` (one plan, one stack)."""
-    train_plans([plan_models(method, manifest, out, sample_rate)], device, on_epoch)
+    train_plans([plan_models(method, data, out, sample_rate)], device, on_epoch)
 
 
 def _intact(folder: Path, name: str) -> bool:
@@ -269,21 +294,22 @@ def _intact(folder: Path, name: str) -> bool:
     return True
 
 
-def train_nmf(method: Method, manifest: Path, out: Path, sample_rate: int) -> None:
+def train_nmf(method: Method, data: TrainingData | Path, out: Path, sample_rate: int) -> None:
     """Learn one NMF dictionary per source from the training sources' magnitudes into ``out``."""
     from sepvae.nmf import learn_dictionary
 
-    frames = load_frames(read_manifest(manifest, "train"), method.stft, sample_rate)
+    data = _data(method, data, sample_rate)
+    frames = data.frames
     dictionaries = {
         name: learn_dictionary(source.T.contiguous(), method.nmf_components, n_iter=200, seed=method.train.seed)
         for name, source in frames.sources.items()
     }
-    card = _card(method, manifest, sample_rate, method.stft.n_bins(sample_rate), tuple(dictionaries))
+    card = _card(method, data, sample_rate, method.stft.n_bins(sample_rate), tuple(dictionaries))
     add_files(out, card.replace(model=None), {"nmf.pt": lambda tmp: save_tensors(dictionaries, tmp)})
 
 
-def train_clean_models(method: Method, manifest: Path, out: Path, sample_rate: int = 16_000, device: str = "auto",
-                       on_epoch: EpochCallback | None = None) -> None:
+def train_clean_models(method: Method, data: TrainingData | Path, out: Path, sample_rate: int = 16_000,
+                       device: str = "auto", on_epoch: EpochCallback | None = None) -> None:
     """Train a fitting method's source models (:mod:`sepvae.fitting`) into run folder ``out``.
 
     Each model learns its source's clean frames: input and target are the same normalized
@@ -301,10 +327,11 @@ def train_clean_models(method: Method, manifest: Path, out: Path, sample_rate: i
         raise SepvaeError(f"method {method.label!r} ({method.kind}) has no model to train")
     out.mkdir(parents=True, exist_ok=True)
     torch_device = pick_device(device)
-    frames = load_frames(read_manifest(manifest, "train"), method.stft, sample_rate)
+    data = _data(method, data, sample_rate)
+    frames = data.frames
     members = {name: mask for job in training_jobs(frames, method.source_mode).values() for name, mask in job.items()}
     fit_config = method.fit or FitConfig()  # explicit in the card: what `sepvae separate` will do
-    card = _card(method, manifest, sample_rate, frames.mixture.shape[1], tuple(sorted(members))).replace(fit=fit_config)
+    card = _card(method, data, sample_rate, frames.mixture.shape[1], tuple(sorted(members))).replace(fit=fit_config)
     if read_card(out) is None:
         write_card(out, card)
     for name, mask in sorted(members.items()):

@@ -1,0 +1,158 @@
+"""The executors: a tiny experiment through Ray makes the local executor's files; a job that
+raises is retried, then reported in one line while the others finish; reruns submit only
+what is missing. The Ray tests share one local Ray (2 CPUs) for the module."""
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from sepvae.cli import app
+from sepvae.config import load_experiment
+from sepvae.errors import SepvaeError
+from sepvae.executor import Job, JobsFailed, LocalExecutor, make_executor
+from sepvae.jobs import scratch_name
+from sepvae.layout import Layout, is_done
+from sepvae.pipeline import evaluate_all, manifest_of, separate_all, train_all
+from tests.conftest import TINY_EXPERIMENT as TINY
+from tests.conftest import write_sample_tree
+
+runner = CliRunner()
+
+# test_pipeline's tiny settings (mixing, STFT, model, 2 epochs) with three methods; the broken
+# experiment's VAE learns at a rate that makes its loss NaN, so its training job fails.
+SETTINGS = TINY[: TINY.index("[[methods]]")]
+METHODS = '[[methods]]\nkind = "oracle-irm"\n[[methods]]\nkind = "nmf"\nnmf_components = 4\n[[methods]]\nkind = "vae"\n'
+BROKEN = "train = { lr = 1e30 }\n"
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'sepvae[ray]' (.ci/run installs it)")
+    from ray import cloudpickle
+
+    # The failing jobs below are this module's functions; workers cannot import tests/.
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A project folder as the CLI sees it (data/, runs/, reports/) with mixtures made."""
+    root = tmp_path_factory.mktemp("project")
+    write_sample_tree(root / "timit")
+    (root / "ok.toml").write_text(SETTINGS + METHODS)
+    (root / "broken.toml").write_text(SETTINGS + METHODS + BROKEN)
+    layout = Layout(corpus=root / "data/corpus.csv", mixtures=root / "data/mixtures", runs=root / "runs",
+                    reports=root / "reports")
+    result = runner.invoke(app, ["data", "--timit-root", str(root / "timit"), "--out", str(layout.corpus)])
+    assert result.exit_code == 0, result.output
+    manifest_of(load_experiment(root / "ok.toml"), layout)
+    return root, layout
+
+
+def _elsewhere(layout: Layout, name: str) -> Layout:
+    """The same mixtures, other runs and reports."""
+    return Layout(layout.corpus, layout.mixtures, layout.runs.parent / f"{name}-runs", layout.reports.parent / f"{name}-reports")
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    """Every file's content, but for what differs from one run to the next on any executor:
+    histories (wall times) and the time stamp in a float WAV's PEAK chunk (samples only)."""
+
+    def content(path: Path) -> bytes:
+        return sf.read(path, dtype="float32")[0].tobytes() if path.suffix == ".wav" else path.read_bytes()
+
+    return {str(p.relative_to(root)): content(p) for p in sorted(root.rglob("*"))
+            if p.is_file() and not p.name.startswith("history")}
+
+
+def _stages(experiment, layout, executor=None):
+    train_all(experiment, layout, device="cpu", executor=executor)
+    separate_all(experiment, layout, executor=executor)
+    return evaluate_all(experiment, layout, executor=executor)
+
+
+def test_ray_makes_the_local_executors_files(project, ray_cluster):
+    root, layout = project
+    experiment = load_experiment(root / "ok.toml")
+    local, distributed = _elsewhere(layout, "local"), _elsewhere(layout, "ray")
+    metrics = _stages(experiment, local)
+    statuses = []
+    executor = make_executor("ray", status=lambda *counts: statuses.append(counts))
+    assert _stages(experiment, distributed, executor).read_bytes() == metrics.read_bytes()
+    assert statuses[-1] == (4, 0, 0, 4)  # evaluate's scores: the mixture's and each method's, all done
+    # Same checkpoints (sha256 in the same cards), same estimates, same score caches.
+    assert _files(distributed.runs) == _files(local.runs)
+    # Finished work is skipped before submission: a rerun submits no job at all.
+    statuses.clear()
+    _stages(experiment, distributed, executor)
+    assert statuses == []
+
+
+def test_a_failed_job_is_reported_in_one_line_and_the_others_finish(project, ray_cluster, monkeypatch):
+    root, layout = project
+    monkeypatch.chdir(root)
+    args = ["train", "-c", "broken.toml", "--executor", "ray", "--retries", "1"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2, result.output
+    assert errors[0].startswith("error: train vae (gender) [vae-gender-")
+    assert "]: training vae (2 models) (0:all:female): loss became nan at epoch 1; lower the learning rate" in errors[0]
+    assert errors[1] == "error: 1 job(s) failed; the others finished, and a rerun does only what is missing"
+    nmf = next((layout.runs / "models").glob("nmf-gender-*"))
+    assert is_done(nmf, model_run=True)
+    # The rerun trains only what failed: the nmf run is not touched.
+    stamp = {p: p.stat().st_mtime_ns for p in nmf.iterdir()}
+    again = runner.invoke(app, args)
+    assert again.exit_code == 1 and "1 job(s) failed" in again.output
+    assert {p: p.stat().st_mtime_ns for p in nmf.iterdir()} == stamp
+    # The failed stack's scratch folder (of its one run) is kept for a retry to resume from,
+    # with the stack's state; not after the test.
+    failed = layout.runs / "models" / errors[0].split("[")[1].split("]")[0]
+    shutil.rmtree(Path(tempfile.gettempdir()) / "sepvae-train" / scratch_name(failed))
+
+
+def _attempt(log: Path, fail_first: int, value: int, progress=None) -> int:
+    """A job that raises on its first ``fail_first`` attempts (counted in ``log``)."""
+    with log.open("a") as handle:
+        handle.write("attempt\n")
+    if len(log.read_text().splitlines()) <= fail_first:
+        raise ValueError(f"broken on purpose ({log.name})")
+    return value
+
+
+@pytest.mark.parametrize("kind", ["local", "ray"])
+def test_retries_then_one_line_per_failure(kind, tmp_path, request):
+    if kind == "ray":
+        request.getfixturevalue("ray_cluster")
+    results = []
+    jobs = [
+        Job(_attempt, (tmp_path / f"{name}.log", fail_first, value), f"job {name} [key-{name}]", results.append)
+        for name, fail_first, value in (("steady", 0, 1), ("flaky", 1, 2), ("broken", 9, 3), ("last", 0, 4))
+    ]
+    failures = make_executor(kind, retries=1).map(jobs)
+    assert [str(f) for f in failures] == ["job broken [key-broken]: ValueError: broken on purpose (broken.log)"]
+    assert sorted(results) == [1, 2, 4]
+    attempts = {name: len((tmp_path / f"{name}.log").read_text().splitlines()) for name in ("steady", "flaky", "broken")}
+    assert attempts == {"steady": 1, "flaky": 2, "broken": 2}
+
+
+def test_jobs_failed_is_one_error_line_per_job():
+    job = Job(_attempt, (), "train vae (gender) [vae-gender-abc123]", print)
+    failures = LocalExecutor().map([job])  # _attempt without its arguments: a TypeError
+    assert len(failures) == 1 and str(failures[0]).startswith("train vae (gender) [vae-gender-abc123]: TypeError: ")
+    assert str(JobsFailed(failures)).count("\n") == 1
+
+
+def test_without_ray_the_error_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets when Ray is not installed
+    with pytest.raises(SepvaeError, match=r"^--executor ray needs Ray, an optional extra: pip install 'sepvae\[ray\]'$"):
+        make_executor("ray")

@@ -78,7 +78,10 @@ def export(run: str | Path, name: str = DEFAULT, description: str = "", root: Pa
         shutil.copyfile(run / file, staging / file)
     info = {
         "name": name,
-        "description": description or f"{card.kind} per gender class, trained by sepvae {card.version or '?'}",
+        "description": description or (
+            f"{card.kind} per gender class (method {card.info.get('method', card.kind)!r}), "
+            f"trained by sepvae {card.version or '?'}"
+        ),
         "run": run.name,
         **card.info,
         **(extra or {}),

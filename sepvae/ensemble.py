@@ -31,9 +31,9 @@ Why ``baddbmm`` rather than ``torch.func.stack_module_state`` + ``vmap``: on thi
 CPU one fwd+bwd step of 8 members at batch 70 took 7.8 ms with bmm, 10.3 ms with vmap and
 11.2 ms as 8 separate models (1 thread); vmap also needs one model class for the whole
 stack, where members of different kinds share one pass here. ``make bench``: the 8 models
-of reproduce.toml train 1.86x faster as one stack than one at a time on one CPU thread
-(benchmarks/results/train_speed.json). ``precision="bf16"`` autocasts the training forward
-pass only; weights, Adam and the validation pass stay fp32.
+of reproduce.toml train 1.70x faster as one stack than one at a time on one CPU thread,
+2.70x on two (idle machine; benchmarks/results/train_speed.json). ``precision="bf16"``
+autocasts the training forward pass only; weights, Adam and the validation pass stay fp32.
 
 Random streams differ from the pre-ensemble ``train.fit``: there the sources of a job
 shared one shuffle and one noise generator (the male model's draws advanced the female

@@ -75,6 +75,16 @@ def sample_rate_of(manifest: Path) -> int:
     return int(audio_info(mixtures[0].mixture_path).samplerate)
 
 
+def _folds(experiment: Experiment, layout: Layout) -> list[tuple[Experiment, Path, int]]:
+    """Each fold of the experiment (just it, without folds) with its manifest and sample
+    rate, found once per stage."""
+    folds = []
+    for fold in experiment.folds():
+        manifest = find_manifest(fold, layout)
+        folds.append((fold, manifest, sample_rate_of(manifest)))
+    return folds
+
+
 def run_of(method: Method, manifest: Path, rate: int, layout: Layout) -> Path | None:
     """A trained method's run folder (None for a method that does not train)."""
     if not method.entry.trains:
@@ -95,9 +105,7 @@ def train_all(experiment: Experiment, layout: Layout = Layout(), device: str = "
     from sepvae.train import training_data
 
     runs, todo, data = {}, {}, {}
-    for fold in experiment.folds():
-        manifest = find_manifest(fold, layout)
-        rate = sample_rate_of(manifest)
+    for fold, manifest, rate in _folds(experiment, layout):
         for method in fold.methods:
             run = run_of(method, manifest, rate, layout)
             if run is None:
@@ -135,12 +143,10 @@ def _trained_run(method: Method, manifest: Path, rate: int, layout: Layout) -> P
     return run
 
 
-def _separations(fold: Experiment, methods: list[Method], layout: Layout) -> tuple[list[Path], list[Job]]:
-    """Each method's estimates folder in one (fold) experiment, and the jobs that fill those not done."""
+def _separations(methods: list[Method], manifest: Path, rate: int, layout: Layout) -> tuple[list[Path], list[Job]]:
+    """Each method's estimates folder for one (fold's) manifest, and the jobs that fill those not done."""
     from sepvae.jobs import separation_jobs
 
-    manifest = find_manifest(fold, layout)
-    rate = sample_rate_of(manifest)
     test_set = file_md5(manifest)
     outs, todo = [], {}
     for method in methods:
@@ -155,8 +161,8 @@ def separate_all(experiment: Experiment, layout: Layout = Layout(), progress: Pr
                  executor: Executor | None = None) -> dict[str, Path]:
     """The separate-set stage: estimates of every test mixture for every method (and fold)."""
     folders, jobs = {}, []
-    for fold in experiment.folds():
-        outs, fold_jobs = _separations(fold, fold.methods, layout)
+    for fold, manifest, rate in _folds(experiment, layout):
+        outs, fold_jobs = _separations(fold.methods, manifest, rate, layout)
         folders.update({_key(m, fold): out for m, out in zip(fold.methods, outs)})
         jobs += fold_jobs
     raise_failures(_run(executor, jobs, progress))
@@ -183,36 +189,32 @@ def evaluate_all(experiment: Experiment, layout: Layout = Layout(), progress: Pr
     from sepvae.jobs import score_jobs
     from sepvae.results import COLUMNS
 
-    folds = [(fold, [Method(label="mixture", kind="mixture"), *fold.methods]) for fold in experiment.folds()]
+    folds = _folds(experiment, layout)
+    mixture = Method(label="mixture", kind="mixture")  # scored first: every method's input_* scores
     estimates, jobs = [], []
-    for fold, methods in folds:
-        outs, fold_jobs = _separations(fold, methods, layout)
+    for fold, manifest, rate in folds:
+        outs, fold_jobs = _separations([mixture, *fold.methods], manifest, rate, layout)
         estimates.append(outs)
         jobs += fold_jobs
     failures, scoring = _run(executor, jobs, None), []
-    for (fold, methods), outs in zip(folds, estimates):
-        todo = {layout.scores(out): (m, out) for m, out in zip(methods, outs)
+    for (fold, manifest, _), outs in zip(folds, estimates):
+        todo = {layout.scores(out): (m, out) for m, out in zip([mixture, *fold.methods], outs)
                 if is_done(out) and not layout.scores(out).is_file()}
-        scoring += score_jobs(todo, find_manifest(fold, layout))
+        scoring += score_jobs(todo, manifest)
     raise_failures(failures + _run(executor, scoring, progress))
-    rows, times, index = [], {}, []
-    for (fold, _), outs in zip(folds, estimates):
-        manifest = find_manifest(fold, layout)
+    rows, index = [], []
+    for (fold, manifest, _), outs in zip(folds, estimates):
         rows += _metric_rows(fold, outs, layout)
         index.append({"manifest": str(manifest), "methods": [
             {"method": m.label, "source_mode": str(m.source_mode), "separations": out.relative_to(layout.runs).as_posix()}
             for m, out in zip(fold.methods, outs[1:])]})
-        for label, fold_times in training_times(fold, manifest, sample_rate_of(manifest), layout).items():
-            times.setdefault(label, []).append(fold_times)
-    write_text(layout.training(experiment), json.dumps({k: _summed(v) for k, v in times.items()}, indent=1) + "\n")
+    write_text(layout.training(experiment), json.dumps(training_times(folds, layout), indent=1) + "\n")
     # The listening report finds the audio through this file: per fold, the references'
     # manifest and the estimates' folders under the layout's runs root (so a moved project
     # still finds them).
     write_text(layout.separations_index(experiment), json.dumps({"folds": index}, indent=1) + "\n")
-    first = experiment.folds()[0]
-    manifest = find_manifest(first, layout)
     example = layout.example(experiment)
-    if not spectrogram_example(first, manifest, sample_rate_of(manifest), layout, example):
+    if not spectrogram_example(*folds[0], layout, example):
         example.unlink(missing_ok=True)
     out = layout.metrics(experiment)
     write_text(out, csv_text(rows, list(COLUMNS)))
@@ -234,15 +236,6 @@ def _metric_rows(experiment: Experiment, outs: list[Path], layout: Layout) -> li
     return rows
 
 
-def _summed(folds: list[dict]) -> dict:
-    """One method's training times over the folds of a cross-validation (one fold: as is)."""
-    if len(folds) == 1:
-        return folds[0]
-    epochs, seconds = sum(f["epochs"] for f in folds), sum(f["seconds"] for f in folds)
-    return {**folds[0], "run": f"{len(folds)} folds", "epochs": epochs, "seconds": seconds,
-            "seconds_per_epoch": seconds / epochs, "best_epoch": None}
-
-
 def undefined_counts(metrics_csv: Path) -> dict[str, int]:
     """How many scores of each metric are NaN (undefined) in a metrics.csv."""
     from sepvae.io import read_csv
@@ -252,30 +245,39 @@ def undefined_counts(metrics_csv: Path) -> dict[str, int]:
     return {metric: count for metric, count in counts.items() if count}
 
 
-def training_times(experiment: Experiment, manifest: Path, rate: int, layout: Layout) -> dict[str, dict]:
+def training_times(folds: list[tuple[Experiment, Path, int]], layout: Layout) -> dict[str, dict]:
     """label (gender mode) or ``label (speaker)`` -> wall time of each trained model method's
-    run, from its history files."""
+    runs (one per fold), from their history files."""
     from sepvae.results import training_summary
 
-    times = {}
-    for method in experiment.methods:
-        run = run_of(method, manifest, rate, layout)
-        histories = sorted(run.glob("history*.json")) if run is not None else []
-        if not histories:
-            continue
-        history = _run_history([json.loads(path.read_text()) for path in histories])
-        key = method.label if method.source_mode is SourceMode.GENDER else f"{method.label} ({method.source_mode})"
-        times[key] = {
-            "source_mode": str(method.source_mode), "run": run.name, **training_summary(history),
-            "epoch_budget": method.train.epochs, "batch_size": method.train.batch_size,
+    histories: dict[str, list] = {}
+    methods, runs = {}, {}
+    for fold, manifest, rate in folds:
+        for method in fold.methods:
+            run = run_of(method, manifest, rate, layout)
+            paths = sorted(run.glob("history*.json")) if run is not None else []
+            if not paths:
+                continue
+            key = method.label if method.source_mode is SourceMode.GENDER else f"{method.label} ({method.source_mode})"
+            histories.setdefault(key, []).extend(json.loads(path.read_text()) for path in paths)
+            methods[key] = method
+            runs.setdefault(key, []).append(run.name)
+    return {
+        key: {
+            "source_mode": str(methods[key].source_mode),
+            "run": runs[key][0] if len(runs[key]) == 1 else f"{len(runs[key])} runs",
+            **training_summary(_run_history(jobs)),
+            "epoch_budget": methods[key].train.epochs, "batch_size": methods[key].train.batch_size,
         }
-    return times
+        for key, jobs in histories.items()
+    }
 
 
 def _run_history(jobs: list[list[dict]]) -> list[dict]:
-    """A run's jobs' histories (speaker mode: one per speaker) as one, epoch by epoch. Jobs
-    trained in one stack share each epoch's wall time, so an epoch's ``seconds`` sums the
-    distinct times of the stacks it ran in, not every job's copy of the same one."""
+    """The histories of a method's jobs (speaker mode: one per speaker; one run per fold) as
+    one, epoch by epoch. Jobs trained in one stack share each epoch's wall time, so an
+    epoch's ``seconds`` sums the distinct times of the stacks it ran in, not every job's copy
+    of the same one."""
     epochs: dict[int, dict] = {}
     for history in jobs:
         for logs in history:

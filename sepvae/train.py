@@ -340,9 +340,7 @@ def train_clean_models(method: Method, data: TrainingData | Path, out: Path, sam
         source = frames.subset(mask).sources[_source_of(frames, name)]
         scale = fit_scale(source)
         mixture_index = frames.mixture_index[mask]
-        mixtures = np.unique(mixture_index)
-        held_out = mixtures[_split_mixtures(len(mixtures), method.train.val_fraction, method.train.seed)]
-        is_val = np.isin(mixture_index, held_out)
+        is_val = np.isin(mixture_index, _held_out(frames.mixture_index, mask, method.train))
         # One mixture only (a rare speaker): validate on what it trains on.
         parts = [(source / scale)[torch.from_numpy(np.flatnonzero(part))].to(torch_device)
                  for part in (~is_val, is_val if is_val.any() else ~is_val)]

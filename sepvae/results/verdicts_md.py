@@ -47,7 +47,8 @@ def verdict_section(results: list[FindingResult]) -> list[str]:
     lines = [
         "## Verdicts",
         "",
-        "One row per finding of the paper's Section 8, tested on paired (mixture, source) estimates "
+        "One row per finding of the paper's Section 8 (and, marked *sepvae:*, the project's own claims), "
+        "tested on paired (mixture, source) estimates "
         "(gender models; window findings in sepvae's default overlap reading, both readings in the "
         "next section). *Our numbers*: the medians of the two methods, the median paired difference Δ = "
         "a − b and its bootstrap 95 % CI, for the comparison that decided the verdict; *p*: its "

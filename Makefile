@@ -66,6 +66,15 @@ unseen: data
 	$(SEPVAE) evaluate --config experiments/unseen-speakers.toml
 	$(SEPVAE) report --config experiments/unseen-speakers.toml
 
+# Choosing the recipe without the test folds: nested validation inside fold 0's training speakers.
+.PHONY: unseen-tuning
+unseen-tuning: data
+	$(SEPVAE) mix --config experiments/unseen-tuning.toml
+	$(SEPVAE) train --config experiments/unseen-tuning.toml $(JOBS)
+	$(SEPVAE) separate-set --config experiments/unseen-tuning.toml $(JOBS)
+	$(SEPVAE) evaluate --config experiments/unseen-tuning.toml $(JOBS)
+	$(SEPVAE) report --config experiments/unseen-tuning.toml
+
 # Run-to-run spread: the beta-VAE with five seeds (README: Determinism).
 .PHONY: seeds
 seeds: data

@@ -98,6 +98,11 @@ class MixConfig:
     split: str = "utterance"
     folds: int = 8  # split = "fold": how many folds an experiment runs
     fold: int = 0  # split = "fold": which fold this mixing config makes (set per fold)
+    # Nested validation, for choosing a recipe without its test folds: the speakers of
+    # ``outer_fold`` are left out of every mixture (they stay the outer test), so the folds
+    # run here validate on the other speakers and train on the rest.
+    outer_fold: int | None = None
+    fold_ids: tuple[int, ...] = ()  # split = "fold": the folds an experiment runs (default: all)
     same_region: bool = False  # pair only speakers of the same dialect region
     snr_db: tuple[float, float] = (0.0, 0.0)  # male-to-female SNR drawn uniformly from [lo, hi]
     length: str = "shortest"  # "shortest": trim to the shorter; "longest": zero-pad the shorter
@@ -112,6 +117,12 @@ class MixConfig:
         require(self.split in ("utterance", "speaker", "fold"), "split", self.split, "'utterance', 'speaker' or 'fold'")
         require(self.folds >= 2, "folds", self.folds, ">= 2")
         require(0 <= self.fold < self.folds, "fold", self.fold, f"in [0, folds = {self.folds})")
+        if self.outer_fold is not None or self.fold_ids:
+            require(self.split == "fold", "split", self.split, "'fold' (outer_fold and fold_ids pick folds)")
+        require(self.outer_fold is None or 0 <= self.outer_fold < self.folds, "outer_fold", self.outer_fold,
+                f"in [0, folds = {self.folds})")
+        require(all(0 <= k < self.folds and k != self.outer_fold for k in self.fold_ids), "fold_ids",
+                self.fold_ids, f"folds in [0, {self.folds}) other than outer_fold")
         require(self.test_pairs in ("distinct", "all"), "test_pairs", self.test_pairs, "'distinct' or 'all'")
         require(self.length in ("shortest", "longest"), "length", self.length, "'shortest' or 'longest'")
         require(self.n_test >= 1, "n_test", self.n_test, ">= 1")
@@ -170,6 +181,14 @@ class TrainConfig:
     inputs: str = "linear"  # "log1p": compressed network inputs, standardized per bin
     remix: int = 0  # rounds of extra training mixtures re-paired from the training sources
     remix_gain_db: float = 0.0  # their relative level, uniform in +-this many dB
+    # Speaker augmentation of the remixed sources (sepvae.features.perturb): new voices from
+    # the few training speakers. Speed: resampled by 1 +- up to this (pitch, formants and
+    # tempo move together); warp: frequency axis scaled by 1 +- up to this (vocal tract
+    # length: formants move, pitch and tempo do not); tilt: a spectral slope of +- up to this
+    # many dB from 0 Hz to Nyquist.
+    remix_speed: float = 0.0
+    remix_warp: float = 0.0
+    remix_tilt_db: float = 0.0
 
     def __post_init__(self):
         for name in ("batch_size", "epochs", "patience"):
@@ -181,6 +200,12 @@ class TrainConfig:
         require(self.inputs in ("linear", "log1p"), "inputs", self.inputs, "'linear' or 'log1p'")
         require(self.remix >= 0, "remix", self.remix, ">= 0")
         require(self.remix_gain_db >= 0, "remix_gain_db", self.remix_gain_db, ">= 0")
+        for name in ("remix_speed", "remix_warp"):
+            require(0 <= getattr(self, name) < 0.5, name, getattr(self, name), "in [0, 0.5)")
+        require(self.remix_tilt_db >= 0, "remix_tilt_db", self.remix_tilt_db, ">= 0")
+        if (self.remix_speed or self.remix_warp or self.remix_tilt_db) and not self.remix:
+            raise SepvaeError("train remix_speed, remix_warp and remix_tilt_db perturb the remixed mixtures; "
+                              "they need remix >= 1")
 
 
 FIT_DIVERGENCES = ("euclidean", "kl", "is")
@@ -280,7 +305,8 @@ class Experiment:
         split "fold"), else just this one."""
         if self.mix.split != "fold":
             return (self,)
-        return tuple(dataclasses.replace(self, mix=dataclasses.replace(self.mix, fold=k)) for k in range(self.mix.folds))
+        ids = self.mix.fold_ids or [k for k in range(self.mix.folds) if k != self.mix.outer_fold]
+        return tuple(dataclasses.replace(self, mix=dataclasses.replace(self.mix, fold=k)) for k in ids)
 
 
 def to_dict(obj) -> Any:

@@ -178,13 +178,86 @@ def fit_normalization(mixture_frames: Tensor, per_bin: bool = True, log_inputs: 
     return Normalization(scale, compressed.mean(dim=0), compressed.std(dim=0).clamp_min(1e-3))
 
 
+@dataclass(frozen=True)
+class Perturbation:
+    """Speaker augmentation of one remixed source (:func:`remix_frames`): its speed
+    (:func:`change_speed`), then its spectrum's :func:`warp_frequencies` and :func:`tilt`.
+    The identity by default."""
+
+    speed: float = 1.0  # > 1: faster (higher pitch and formants, shorter)
+    warp: float = 1.0  # > 1: formants up (a shorter vocal tract)
+    tilt_db: float = 0.0  # the gain at Nyquist minus the gain at 0 Hz
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, speed: float, warp: float, tilt_db: float) -> "Perturbation":
+        return cls(1 + rng.uniform(-speed, speed), 1 + rng.uniform(-warp, warp), rng.uniform(-tilt_db, tilt_db))
+
+
+def change_speed(signal: Tensor, factor: float) -> Tensor:
+    """``signal`` played ``factor`` times as fast: polyphase resampling to ~len / factor samples.
+
+    Shape:
+        signal: (time,) -> (about time / factor,)
+    """
+    from fractions import Fraction
+
+    from scipy.signal import resample_poly
+
+    if factor == 1.0:
+        return signal
+    ratio = Fraction(factor).limit_denominator(200)  # factor ~ up / down: len * down / up samples
+    return torch.from_numpy(resample_poly(signal.numpy(), ratio.denominator, ratio.numerator).astype(np.float32))
+
+
+def warp_frequencies(spectrum: Tensor, alpha: float, boundary: float = 0.8) -> Tensor:
+    """Vocal tract length perturbation (Jaitly & Hinton 2013): frequency f moves to alpha * f
+    up to ``boundary`` x Nyquist (times min(alpha, 1)), then linearly so that Nyquist stays.
+    Each output bin takes the magnitude interpolated at its source frequency and the phase of
+    the nearest source bin, so no energy is lost to phase cancellation.
+
+    Shape:
+        spectrum: (..., bins, frames) complex -> the same
+    """
+    if alpha == 1.0:
+        return spectrum
+    nyquist = spectrum.shape[-2] - 1
+    out = torch.arange(nyquist + 1, dtype=torch.float64)
+    edge_out = boundary * nyquist * min(alpha, 1.0)
+    edge_in = edge_out / alpha
+    source = torch.where(out <= edge_out, out / alpha,
+                         nyquist - (nyquist - out) * (nyquist - edge_in) / (nyquist - edge_out))
+    low = source.floor().long().clamp(0, nyquist - 1)
+    frac = (source - low).float()[:, None]
+    magnitude = spectrum.abs()
+    warped = magnitude[..., low, :] * (1 - frac) + magnitude[..., low + 1, :] * frac
+    nearest = source.round().long().clamp(0, nyquist)
+    return torch.polar(warped, spectrum[..., nearest, :].angle())
+
+
+def tilt(spectrum: Tensor, tilt_db: float) -> Tensor:
+    """A spectral slope: gain linear in dB over frequency, ``-tilt_db / 2`` at 0 Hz and
+    ``+tilt_db / 2`` at Nyquist.
+
+    Shape:
+        spectrum: (..., bins, frames) -> the same
+    """
+    if tilt_db == 0.0:
+        return spectrum
+    position = torch.linspace(-0.5, 0.5, spectrum.shape[-2])[:, None]
+    return spectrum * 10 ** (tilt_db * position / 20)
+
+
 def remix_frames(mixtures: list[Mixture], config: StftConfig, sample_rate: int, rounds: int,
-                 gain_db: float = 0.0, seed: int = 0, first_index: int = 0) -> FrameSet:
+                 gain_db: float = 0.0, seed: int = 0, first_index: int = 0,
+                 speed: float = 0.0, warp: float = 0.0, tilt_db: float = 0.0) -> FrameSet:
     """Frames of ``rounds`` x len(mixtures) new training mixtures: the first source of each
     mixture with the second source of another (a random permutation per round), the second
     circularly shifted by a random offset and the first scaled by a random gain in
-    ±``gain_db`` dB. Only these mixtures' own source files are read, so nothing held out
-    (validation or test utterances) can leak in. ``mixture_index`` counts from ``first_index``.
+    ±``gain_db`` dB. With ``speed``, ``warp`` or ``tilt_db`` each source is also perturbed
+    (:class:`Perturbation`, drawn from a stream of its own, so the pairs, gains and shifts
+    stay those of the unperturbed recipe) and the mixture is the sum of the perturbed sources.
+    Only these mixtures' own source files are read, so nothing held out (validation or test
+    utterances) can leak in. ``mixture_index`` counts from ``first_index``.
     """
     if len(mixtures) < 2 or rounds < 1:
         raise SepvaeError(f"remixing needs >= 2 training mixtures and >= 1 round, got {len(mixtures)}, {rounds}")
@@ -192,16 +265,23 @@ def remix_frames(mixtures: list[Mixture], config: StftConfig, sample_rate: int, 
     if len(names) != 2:
         raise SepvaeError(f"remixing pairs two sources per mixture, the manifest has {names}")
     rng = np.random.default_rng([seed, 2])
+    augment = np.random.default_rng([seed, 3])
     first = [load_mono(m.source_paths[names[0]], sample_rate) for m in mixtures]
     second = [load_mono(m.source_paths[names[1]], sample_rate) for m in mixtures]
     frames = _FrameLists(names)
     for round_ in range(rounds):
         for i, j in enumerate(rng.permutation(len(mixtures))):
-            length = min(first[i].numel(), second[j].numel())
-            a = first[i][:length] * float(10 ** (rng.uniform(-gain_db, gain_db) / 20))
-            b = torch.roll(second[j], int(rng.integers(second[j].numel())))[:length]
+            changes = [Perturbation.draw(augment, speed, warp, tilt_db) for _ in names]
+            a = change_speed(first[i], changes[0].speed)
+            b = change_speed(second[j], changes[1].speed)
+            length = min(a.numel(), b.numel())
+            a = a[:length] * float(10 ** (rng.uniform(-gain_db, gain_db) / 20))
+            b = torch.roll(b, int(rng.integers(b.numel())))[:length]
+            spectra = [tilt(warp_frequencies(spectrogram(s, config, sample_rate), c.warp), c.tilt_db)
+                       for s, c in zip((a, b), changes)]
+            magnitudes = torch.stack([spectra[0] + spectra[1], *spectra]).abs().transpose(1, 2)
             speakers = [mixtures[i].speakers.get(names[0], ""), mixtures[j].speakers.get(names[1], "")]
-            frames.add(_magnitudes([a + b, a, b], config, sample_rate), speakers, first_index + round_ * len(mixtures) + i)
+            frames.add(magnitudes, speakers, first_index + round_ * len(mixtures) + i)
     return frames.build()
 
 

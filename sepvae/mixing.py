@@ -128,7 +128,13 @@ def plan_mixtures(utterances: list[Utterance], config: MixConfig) -> list[tuple[
         )
     if config.split in ("speaker", "fold"):
         if config.split == "fold":
-            test_speakers = _fold_speakers(males, config) | _fold_speakers(females, config)
+            test_speakers = _fold_speakers(males, females, config.fold, config.folds)
+            if config.outer_fold is not None:  # nested validation: the outer test speakers are never used
+                if config.outer_fold == config.fold:
+                    raise SepvaeError(f"fold {config.fold} is the outer fold: its speakers are left out")
+                left_out = _fold_speakers(males, females, config.outer_fold, config.folds)
+                males = [u for u in males if u.speaker not in left_out]
+                females = [u for u in females if u.speaker not in left_out]
         else:
             test_speakers = _test_speakers(males, females, config, rng)
         test_m = [u for u in males if u.speaker in test_speakers]
@@ -162,16 +168,19 @@ def _draw_test_pairs(males, females, config: MixConfig, rng, attempts: int = 50)
                 raise
 
 
-def _fold_speakers(utterances: list[Utterance], config: MixConfig) -> set[str]:
-    """The test speakers of fold ``config.fold`` among one gender's speakers: every
-    ``folds``-th speaker in (dialect region, id) order, so each speaker is tested once."""
-    speakers = sorted({(u.dialect_region, u.speaker) for u in utterances})
-    if len(speakers) < config.folds:
-        raise SepvaeError(
-            f"{config.folds} folds need at least {config.folds} speakers of each gender, "
-            f"the corpus has {len(speakers)} {utterances[0].gender} speakers"
-        )
-    return {speaker for _, speaker in speakers[config.fold :: config.folds]}
+def _fold_speakers(males: list[Utterance], females: list[Utterance], fold: int, folds: int) -> set[str]:
+    """The test speakers of ``fold``: of each gender, every ``folds``-th speaker in (dialect
+    region, id) order, so each speaker is tested once."""
+    chosen = set()
+    for utterances in (males, females):
+        speakers = sorted({(u.dialect_region, u.speaker) for u in utterances})
+        if len(speakers) < folds:
+            raise SepvaeError(
+                f"{folds} folds need at least {folds} speakers of each gender, "
+                f"the corpus has {len(speakers)} {utterances[0].gender} speakers"
+            )
+        chosen |= {speaker for _, speaker in speakers[fold::folds]}
+    return chosen
 
 
 def _test_speakers(males, females, config: MixConfig, rng) -> set[str]:

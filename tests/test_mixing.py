@@ -149,3 +149,37 @@ def test_fold_ids_are_unique_across_folds(tmp_path):
         plan_mixtures(utterances, MixConfig(n_mixtures=5, n_test=2, split="fold", folds=3))
     with pytest.raises(SepvaeError, match=r"fold = 2: expected in \[0, folds = 2\)"):
         MixConfig(split="fold", folds=2, fold=2)
+
+
+def test_nested_folds_never_use_the_outer_folds_speakers(timit_root):
+    utterances = index_timit(timit_root)
+    outer = {u.speaker for split, m, f in plan_mixtures(utterances, MixConfig(split="fold", folds=8, fold=0))
+             if split == "test" for u in (m, f)}
+    for fold in (2, 5):
+        plain = plan_mixtures(utterances, MixConfig(split="fold", folds=8, fold=fold))
+        nested = plan_mixtures(utterances, MixConfig(split="fold", folds=8, fold=fold, outer_fold=0))
+        speakers = lambda plan, part: {u.speaker for s, m, f in plan if s == part for u in (m, f)}  # noqa: E731
+        # The validation speakers are those of the same fold without nesting; the outer
+        # fold's two speakers are in neither part.
+        assert speakers(nested, "test") == speakers(plain, "test")
+        assert speakers(nested, "train") == speakers(plain, "train") - outer
+        assert len(speakers(nested, "train")) == 12
+    with pytest.raises(SepvaeError, match="fold 0 is the outer fold"):
+        plan_mixtures(utterances, MixConfig(split="fold", folds=8, fold=0, outer_fold=0))
+
+
+def test_an_experiment_runs_the_folds_it_names_and_never_the_outer_one():
+    from sepvae.config import Experiment
+
+    def folds(**mix):
+        return [f.mix.fold for f in Experiment("x", MixConfig(split="fold", folds=4, **mix), ()).folds()]
+
+    assert folds() == [0, 1, 2, 3]
+    assert folds(outer_fold=1) == [0, 2, 3]
+    assert folds(outer_fold=0, fold_ids=(3, 1)) == [3, 1]
+    with pytest.raises(SepvaeError, match=r"fold_ids = \[1, 0\]: expected folds in \[0, 4\) other than outer_fold"):
+        MixConfig(split="fold", folds=4, outer_fold=0, fold_ids=(1, 0))
+    with pytest.raises(SepvaeError, match="outer_fold = 5"):
+        MixConfig(split="fold", folds=4, outer_fold=5)
+    with pytest.raises(SepvaeError, match="split = \"utterance\": expected 'fold'"):
+        MixConfig(outer_fold=1)

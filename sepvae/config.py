@@ -40,6 +40,22 @@ STFT_SETTINGS: dict[str, tuple[float, float]] = {
 }
 
 
+def key_when_set(default: Any):
+    """A field added after runs were cached under keys without it: it enters a run's key
+    (:func:`key_dict`) only when set to another value than ``default``, so adding it keeps
+    every existing run's key and cache."""
+    return field(default=default, metadata={"key_when_set": True})
+
+
+def key_dict(config) -> dict[str, Any]:
+    """``to_dict(config)`` without the :func:`key_when_set` fields left at their defaults."""
+    data = to_dict(config)
+    for item in dataclasses.fields(config):
+        if item.metadata.get("key_when_set") and getattr(config, item.name) == item.default:
+            del data[item.name]
+    return data
+
+
 @dataclass(frozen=True)
 class StftConfig:
     """STFT in milliseconds. ``reading`` says what the second number means.
@@ -101,8 +117,8 @@ class MixConfig:
     # Nested validation, for choosing a recipe without its test folds: the speakers of
     # ``outer_fold`` are left out of every mixture (they stay the outer test), so the folds
     # run here validate on the other speakers and train on the rest.
-    outer_fold: int | None = None
-    fold_ids: tuple[int, ...] = ()  # split = "fold": the folds an experiment runs (default: all)
+    outer_fold: int | None = key_when_set(None)
+    fold_ids: tuple[int, ...] = key_when_set(())  # split = "fold": the folds an experiment runs (default: all)
     same_region: bool = False  # pair only speakers of the same dialect region
     snr_db: tuple[float, float] = (0.0, 0.0)  # male-to-female SNR drawn uniformly from [lo, hi]
     length: str = "shortest"  # "shortest": trim to the shorter; "longest": zero-pad the shorter
@@ -186,9 +202,12 @@ class TrainConfig:
     # tempo move together); warp: frequency axis scaled by 1 +- up to this (vocal tract
     # length: formants move, pitch and tempo do not); tilt: a spectral slope of +- up to this
     # many dB from 0 Hz to Nyquist.
-    remix_speed: float = 0.0
-    remix_warp: float = 0.0
-    remix_tilt_db: float = 0.0
+    remix_speed: float = key_when_set(0.0)
+    remix_warp: float = key_when_set(0.0)
+    remix_tilt_db: float = key_when_set(0.0)
+    # A common gain of each remixed mixture, uniform in +-this many dB: recordings come at
+    # any level, and the networks' inputs are not level-invariant.
+    remix_level_db: float = key_when_set(0.0)
 
     def __post_init__(self):
         for name in ("batch_size", "epochs", "patience"):
@@ -202,10 +221,11 @@ class TrainConfig:
         require(self.remix_gain_db >= 0, "remix_gain_db", self.remix_gain_db, ">= 0")
         for name in ("remix_speed", "remix_warp"):
             require(0 <= getattr(self, name) < 0.5, name, getattr(self, name), "in [0, 0.5)")
-        require(self.remix_tilt_db >= 0, "remix_tilt_db", self.remix_tilt_db, ">= 0")
-        if (self.remix_speed or self.remix_warp or self.remix_tilt_db) and not self.remix:
-            raise SepvaeError("train remix_speed, remix_warp and remix_tilt_db perturb the remixed mixtures; "
-                              "they need remix >= 1")
+        for name in ("remix_tilt_db", "remix_level_db"):
+            require(getattr(self, name) >= 0, name, getattr(self, name), ">= 0")
+        if (self.remix_speed or self.remix_warp or self.remix_tilt_db or self.remix_level_db) and not self.remix:
+            raise SepvaeError("train remix_speed, remix_warp, remix_tilt_db and remix_level_db perturb the remixed "
+                              "mixtures; they need remix >= 1")
 
 
 FIT_DIVERGENCES = ("euclidean", "kl", "is")

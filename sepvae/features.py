@@ -187,10 +187,15 @@ class Perturbation:
     speed: float = 1.0  # > 1: faster (higher pitch and formants, shorter)
     warp: float = 1.0  # > 1: formants up (a shorter vocal tract)
     tilt_db: float = 0.0  # the gain at Nyquist minus the gain at 0 Hz
+    gain_db: float = 0.0
 
     @classmethod
-    def draw(cls, rng: np.random.Generator, speed: float, warp: float, tilt_db: float) -> "Perturbation":
-        return cls(1 + rng.uniform(-speed, speed), 1 + rng.uniform(-warp, warp), rng.uniform(-tilt_db, tilt_db))
+    def draw(cls, rng: np.random.Generator, speed: float, warp: float, tilt_db: float, gain_db: float) -> "Perturbation":
+        return cls(1 + rng.uniform(-speed, speed), 1 + rng.uniform(-warp, warp), rng.uniform(-tilt_db, tilt_db), gain_db)
+
+    def spectrum(self, spectrum: Tensor) -> Tensor:
+        """The warp, tilt and gain of a source's complex spectrogram (bins, frames)."""
+        return tilt(warp_frequencies(spectrum, self.warp), self.tilt_db) * 10 ** (self.gain_db / 20)
 
 
 def change_speed(signal: Tensor, factor: float) -> Tensor:
@@ -249,13 +254,14 @@ def tilt(spectrum: Tensor, tilt_db: float) -> Tensor:
 
 def remix_frames(mixtures: list[Mixture], config: StftConfig, sample_rate: int, rounds: int,
                  gain_db: float = 0.0, seed: int = 0, first_index: int = 0,
-                 speed: float = 0.0, warp: float = 0.0, tilt_db: float = 0.0) -> FrameSet:
+                 speed: float = 0.0, warp: float = 0.0, tilt_db: float = 0.0, level_db: float = 0.0) -> FrameSet:
     """Frames of ``rounds`` x len(mixtures) new training mixtures: the first source of each
     mixture with the second source of another (a random permutation per round), the second
     circularly shifted by a random offset and the first scaled by a random gain in
     ±``gain_db`` dB. With ``speed``, ``warp`` or ``tilt_db`` each source is also perturbed
     (:class:`Perturbation`, drawn from a stream of its own, so the pairs, gains and shifts
-    stay those of the unperturbed recipe) and the mixture is the sum of the perturbed sources.
+    stay those of the unperturbed recipe), with ``level_db`` both get a common gain in
+    ±``level_db`` dB, and the mixture is the sum of the perturbed sources.
     Only these mixtures' own source files are read, so nothing held out (validation or test
     utterances) can leak in. ``mixture_index`` counts from ``first_index``.
     """
@@ -271,14 +277,14 @@ def remix_frames(mixtures: list[Mixture], config: StftConfig, sample_rate: int, 
     frames = _FrameLists(names)
     for round_ in range(rounds):
         for i, j in enumerate(rng.permutation(len(mixtures))):
-            changes = [Perturbation.draw(augment, speed, warp, tilt_db) for _ in names]
+            level = augment.uniform(-level_db, level_db)
+            changes = [Perturbation.draw(augment, speed, warp, tilt_db, level) for _ in names]
             a = change_speed(first[i], changes[0].speed)
             b = change_speed(second[j], changes[1].speed)
             length = min(a.numel(), b.numel())
             a = a[:length] * float(10 ** (rng.uniform(-gain_db, gain_db) / 20))
             b = torch.roll(b, int(rng.integers(b.numel())))[:length]
-            spectra = [tilt(warp_frequencies(spectrogram(s, config, sample_rate), c.warp), c.tilt_db)
-                       for s, c in zip((a, b), changes)]
+            spectra = [c.spectrum(spectrogram(s, config, sample_rate)) for s, c in zip((a, b), changes)]
             magnitudes = torch.stack([spectra[0] + spectra[1], *spectra]).abs().transpose(1, 2)
             speakers = [mixtures[i].speakers.get(names[0], ""), mixtures[j].speakers.get(names[1], "")]
             frames.add(magnitudes, speakers, first_index + round_ * len(mixtures) + i)

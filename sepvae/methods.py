@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from sepvae.config import Method, SourceMode, to_dict
+from sepvae.config import Method, SourceMode, key_dict, to_dict
 from sepvae.errors import SepvaeError
 
 if TYPE_CHECKING:
@@ -217,7 +217,7 @@ def _model_fields(*loss_fields: str) -> Callable[[Method], dict[str, Any]]:
         model = to_dict(method.model)
         return {
             "kind": method.kind, "source_mode": str(method.source_mode), "stft": to_dict(method.stft),
-            "model": {name: model[name] for name in (*_LAYERS, *loss_fields)}, "train": to_dict(method.train),
+            "model": {name: model[name] for name in (*_LAYERS, *loss_fields)}, "train": key_dict(method.train),
         }
 
     return fields

@@ -31,7 +31,7 @@ from typing import Callable
 import numpy as np
 
 from sepvae.io import csv_text, read_audio, read_csv, to_mono, write_wav
-from sepvae.config import MixConfig, config_hash, to_dict
+from sepvae.config import MixConfig, config_hash, key_dict, to_dict
 from sepvae.corpus import Utterance
 from sepvae.errors import SepvaeError
 
@@ -252,7 +252,7 @@ def mixtures_dir(root: str | Path, config: MixConfig, utterances: list[Utterance
     """Where mixtures of this config and corpus live: ``root/<hash>``."""
     # Everything the plan reads (transcripts, regions, ...) is part of the key.
     corpus_key = [asdict(u) for u in sorted(utterances, key=lambda u: u.path)]
-    return Path(root) / config_hash(config, corpus_key)
+    return Path(root) / config_hash(key_dict(config), corpus_key)
 
 
 def make_mixtures(

@@ -176,7 +176,7 @@ def plan_models(method: Method, data: TrainingData | Path, out: Path, sample_rat
         kept = [m for i, m in enumerate(mixtures) if i not in held_out]
         frames = concat(frames, remix_frames(kept, method.stft, sample_rate, recipe.remix, recipe.remix_gain_db,
                                              recipe.seed, len(mixtures), recipe.remix_speed, recipe.remix_warp,
-                                             recipe.remix_tilt_db))
+                                             recipe.remix_tilt_db, recipe.remix_level_db))
     original = frames.mixture_index < len(mixtures)  # remixed mixtures are never held out
     jobs = training_jobs(frames, method.source_mode)
     card = _card(method, data, sample_rate, n_bins, tuple(sorted(n for members in jobs.values() for n in members)))

@@ -198,3 +198,14 @@ def test_experiment_file_names_registry_kinds(tmp_path):
     assert beta.model.beta == 4.0 and beta.entry.has_model
     assert nmf.model is None and nmf.entry.trains and not mixture.entry.trains
     assert config_hash(beta.stft) == config_hash(StftConfig())
+
+
+def test_fields_added_later_enter_a_runs_key_only_when_set():
+    from sepvae.config import TrainConfig, key_dict
+
+    assert "remix_warp" not in key_dict(TrainConfig()) and "remix_level_db" not in key_dict(TrainConfig())
+    assert key_dict(TrainConfig(remix=1, remix_warp=0.1))["remix_warp"] == 0.1
+    # The paper's recipe keeps the key it had before these fields existed.
+    assert set(key_dict(TrainConfig())) == {
+        "batch_size", "epochs", "lr", "patience", "val_fraction", "seed", "normalization", "inputs", "remix", "remix_gain_db",
+    }

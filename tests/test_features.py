@@ -131,3 +131,18 @@ def test_perturbation_needs_remixing():
         TrainConfig(remix_warp=0.1)
     with pytest.raises(SepvaeError, match=r"remix_speed = 0.6: expected in \[0, 0.5\)"):
         TrainConfig(remix=1, remix_speed=0.6)
+
+
+def test_a_common_level_scales_mixture_and_sources_alike(tiny_manifest):
+    train = read_manifest(tiny_manifest, "train")
+    plain = remix_frames(train, StftConfig(), 16000, rounds=1, seed=0)
+    louder = remix_frames(train, StftConfig(), 16000, rounds=1, seed=0, level_db=10.0)
+    # Per mixture, one gain for the mixture and both sources; different across mixtures.
+    gains = []
+    for index in np.unique(plain.mixture_index):
+        rows = torch.from_numpy(plain.mixture_index == index)
+        ratio = louder.mixture[rows].sum() / plain.mixture[rows].sum()
+        for name in plain.sources:
+            assert float(louder.sources[name][rows].sum() / plain.sources[name][rows].sum()) == pytest.approx(float(ratio), rel=1e-4)
+        gains.append(20 * np.log10(float(ratio)))
+    assert max(np.abs(gains)) <= 10.0 and np.std(gains) > 1.0

@@ -136,11 +136,12 @@ def resolve_model(model: str = pretrained.DEFAULT) -> ModelInfo:
     return described
 
 
-def load_separator(model: str = pretrained.DEFAULT, device: str = "auto"):
-    """(Separator, ModelInfo) for ``--model``; one-line SepvaeError for anything wrong."""
+def load_separator(model: str = pretrained.DEFAULT, device: str = "auto", match_level: bool | None = None):
+    """(Separator, ModelInfo) for ``--model``; one-line SepvaeError for anything wrong.
+    ``match_level`` None: as the model's card recommends."""
     from sepvae.separator import Separator
 
     info = resolve_model(model)
-    separator = Separator.from_run(info.path, device=device)
+    separator = Separator.from_run(info.path, device=device, match_level=match_level)
     info.sources = separator.sources
     return separator, info

@@ -50,6 +50,9 @@ class ModelCard:
     train: TrainConfig | None = None
     fit: FitConfig | None = None  # a fitting method's settings (sepvae.fitting)
     training_mixtures: str = ""
+    # The median active level (RMS, sepvae.loudness) of the training mixtures: what level
+    # matching brings a recording to before the networks see it. None: not measured.
+    input_rms: float | None = None
     version: str = ""
     sha256: dict[str, str] = field(default_factory=dict)  # file name -> hex digest
     info: dict[str, Any] = field(default_factory=dict)  # name, description, run, evaluation, ...
@@ -73,7 +76,9 @@ class ModelCard:
                 model=model_config(data["model"]) if data.get("model") else None,
                 train=from_dict(TrainConfig, data["train"]) if data.get("train") else None,
                 fit=from_dict(FitConfig, data["fit"]) if data.get("fit") else None,
-                training_mixtures=str(data.get("training_mixtures", "")), version=str(data.get("version", "")),
+                training_mixtures=str(data.get("training_mixtures", "")),
+                input_rms=float(data["input_rms"]) if data.get("input_rms") is not None else None,
+                version=str(data.get("version", "")),
                 sha256=dict(data.get("sha256", {})), info=dict(data.get("info", {})),
             )
         except (KeyError, TypeError, ValueError, SepvaeError) as exc:

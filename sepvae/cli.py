@@ -355,6 +355,9 @@ def separate(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace outputs that exist."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout instead of one line per output."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch. Default: torch's own (all cores)."),
+    match_level: Optional[bool] = typer.Option(
+        None, "--match-level/--no-match-level",
+        help="Bring the recording to the training mixtures' level before the models see it (the estimates keep the input's level). Default: as the model's card says."),
     allow_truncated: bool = AllowTruncatedOption,
 ):
     """Separate recordings into <stem>_<source>.wav per source (e.g. mix_male.wav, mix_female.wav)."""
@@ -373,7 +376,7 @@ def separate(
 
         torch.set_num_threads(threads)
     try:
-        separator, info = load_separator(model, device)
+        separator, info = load_separator(model, device, match_level)
     except SepvaeError as exc:
         if as_json:
             typer.echo(json.dumps({"model": model, "error": str(exc), "files": [], "failed": len(files)}, indent=2))

@@ -284,6 +284,9 @@ class Method:
     model: ModelConfig | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
     mask_power: float = 1.0
+    # Inference: bring each mixture to the training mixtures' active level before the
+    # networks see it (sepvae.loudness); the masks then apply to the mixture as it is.
+    match_level: bool = False
     nmf_components: int = 32
     fit: FitConfig | None = None  # the fitting settings of a fitting method (vae-fit)
 
@@ -297,6 +300,8 @@ class Method:
             raise SepvaeError(f"unknown source mode {self.source_mode!r}; use gender or speaker") from None
         if self.train.remix and self.source_mode is SourceMode.SPEAKER:
             raise SepvaeError(f"method {self.label!r}: train remix re-pairs gender classes; it needs source_mode = 'gender'")
+        if self.match_level and not self.entry.has_model:
+            raise SepvaeError(f"method {self.label!r}: match_level is for trained models, not {self.kind}")
         if not self.mask_power > 0 or self.nmf_components < 1:
             raise SepvaeError(
                 f"method {self.label!r}: mask_power must be > 0 and nmf_components >= 1, "

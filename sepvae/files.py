@@ -223,7 +223,7 @@ def _stream(separator, reader, writers, result: FileResult, progress: Progress |
     done = 0
     clipped = 0
 
-    def blocks():
+    def blocks(report: bool = True):
         nonlocal done
         while True:
             check_signals()  # a safe point: between blocks, in Python
@@ -234,12 +234,21 @@ def _stream(separator, reader, writers, result: FileResult, progress: Progress |
             if not len(block):
                 return
             done += len(block)
-            if progress:
+            if progress and report:
                 progress(done, result.frames)
             yield to_mono(block)
 
+    rms = None
+    if separator.input_rms is not None:  # level matching: one pass for the level, then the separation
+        from sepvae.loudness import ActiveLevel
+
+        level = ActiveLevel(result.sample_rate)
+        for block in blocks(report=False):
+            level.add(block)
+        rms, done = level.rms(), 0
+        reader.seek(0)
     with deferred_signals():
-        for estimates in separator.separate_blocks(blocks(), result.sample_rate):
+        for estimates in separator.separate_blocks(blocks(), result.sample_rate, rms):
             if result.output_subtype == "PCM_16":
                 # Rounded here: libsndfile's float -> 16-bit conversion floors (a
                 # -0.5 LSB bias). x * 32768 is what soundfile's reading divides by.

@@ -136,7 +136,18 @@ class ModelMask(MixtureSeparator):
             return {name: mixture.speakers[name] for name in mixture.source_paths}
         return {name: name for name in mixture.source_paths}
 
+    def separate(self, mixture: Mixture, waveform: Tensor) -> dict[str, np.ndarray]:
+        import torch
+
+        separator = self._separator(mixture)
+        with torch.no_grad():
+            separated, _ = separator.separate_tensor(waveform)
+        return {name: estimate.numpy() for name, estimate in zip(mixture.source_paths, separated)}
+
     def masks(self, mixture: Mixture, spec: Tensor) -> Tensor:
+        return self._separator(mixture).mask(spec)
+
+    def _separator(self, mixture: Mixture):
         from sepvae.separator import Separator
 
         models = self._models_of(mixture)
@@ -149,9 +160,10 @@ class ModelMask(MixtureSeparator):
                     f"needs test speakers seen in training (mix split = 'utterance')"
                 )
             self._separators[key] = Separator.from_run(
-                self.run, models=models, device="cpu", mask_power=self.method.mask_power
+                self.run, models=models, device="cpu", mask_power=self.method.mask_power,
+                match_level=self.method.match_level,
             )
-        return self._separators[key].mask(spec)
+        return self._separators[key]
 
 
 def _plan_models(method: Method, data: TrainingData, out: Path, sample_rate: int):

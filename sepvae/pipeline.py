@@ -422,7 +422,8 @@ def export_model(experiment: Experiment, label: str = "best", name: str = "defau
         raise SepvaeError(f"no evaluated gender-mode model method {label!r} in {experiment.path}"
                           f"{f' and {chosen_by.path}' if chosen_by else ''}; have {', '.join(scored)}")
     evaluation = {"method": label, **_card_medians(experiment, scored[label])}
-    extra = {"mask_power": candidates[label].mask_power}  # what it was evaluated with: separate's default
+    # What it was evaluated with: separate's defaults.
+    extra = {"mask_power": candidates[label].mask_power, "match_level": candidates[label].match_level}
     if chosen_by is not None:
         evaluation["chosen_by"] = _card_medians(chosen_by, judged[label])
     manifest = find_manifest(experiment, layout)

@@ -85,6 +85,9 @@ class Separator:
             how the models give the sources' magnitudes; default: each model maps the
             mixture frames directly. A model folder's kind picks it (its registry entry's
             ``estimator``: the fitting methods fit decoder codes, :mod:`sepvae.fitting`).
+        input_rms: level matching (:mod:`sepvae.loudness`): the networks see each recording
+            brought to this active level (the training mixtures'); the masks apply to the
+            recording as it is, so the estimates scale with the input. None: as it is.
     """
 
     def __init__(
@@ -96,6 +99,7 @@ class Separator:
         eps: float = 1e-8,
         chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
         estimator: Callable[[dict[str, torch.nn.Module], Tensor], Tensor] | None = None,
+        input_rms: float | None = None,
     ):
         if len(models) < 2:
             raise SepvaeError(f"a Separator needs at least two source models, got {list(models)}")
@@ -112,6 +116,9 @@ class Separator:
         self.eps = eps
         self.chunk_seconds = chunk_seconds
         self.estimator = estimator or direct_estimates
+        if input_rms is not None and not input_rms > 0:
+            raise SepvaeError(f"input_rms must be > 0 for level matching, got {input_rms}")
+        self.input_rms = input_rms
         self.device = next(iter(models.values())).scale.device
 
     @property
@@ -132,6 +139,7 @@ class Separator:
     def from_run(
         cls, run: str | Path, sources: list[str] | None = None, device: str = "auto",
         mask_power: float | None = None, models: dict[str, str] | None = None,
+        match_level: bool | None = None,
     ) -> "Separator":
         """Load a model folder (a training run or a shipped model), checked against its card.
 
@@ -139,6 +147,7 @@ class Separator:
         maps each source to another checkpoint of the folder (speaker mode: source ->
         that mixture's speaker). ``mask_power`` None: the exponent the card recommends
         (``info.mask_power``, what the model was evaluated with), else 1 (eq. 90).
+        ``match_level`` None: as the card recommends (``info.match_level``), else off.
         """
         from sepvae.checkpoint import card_of, load_checkpoint
         from sepvae.device import pick_device
@@ -159,9 +168,15 @@ class Separator:
         }
         if mask_power is None:
             mask_power = float(card.info.get("mask_power", 1.0))
+        if match_level is None:
+            match_level = bool(card.info.get("match_level", False))
+        if match_level and card.input_rms is None:
+            raise SepvaeError(f"{run}: level matching needs the training mixtures' level (input_rms), which this "
+                              f"model's card lacks: train it again with this version")
         make_estimator = entry(card.kind).estimator
         estimator = make_estimator(card) if make_estimator else None
-        return cls(loaded, card.stft, card.sample_rate, mask_power, estimator=estimator)
+        return cls(loaded, card.stft, card.sample_rate, mask_power, estimator=estimator,
+                   input_rms=card.input_rms if match_level else None)
 
     @classmethod
     def from_pretrained(cls, name: str = "default", device: str = "auto", mask_power: float | None = None) -> "Separator":
@@ -183,24 +198,43 @@ class Separator:
             raise ValueError(f"magnitude must be ({n_bins}, frames), got {tuple(magnitude.shape)}")
         return self.estimator(self.models, magnitude)
 
-    def mask(self, spec: Tensor) -> Tensor:
-        """The ratio masks of the models' magnitude estimates (the paper's eq. 90).
+    def mask(self, spec: Tensor, gain: float = 1.0) -> Tensor:
+        """The ratio masks of the models' magnitude estimates (the paper's eq. 90) of the
+        mixture times ``gain`` (level matching: :meth:`level_gain`).
 
         Shape:
             spec: (bins, frames) complex -> (sources, bins, frames)
         """
-        return ratio_mask(self.estimate_magnitudes(spec.abs()), power=self.mask_power, eps=self.eps)
+        magnitude = spec.abs() if gain == 1.0 else spec.abs() * gain
+        return ratio_mask(self.estimate_magnitudes(magnitude), power=self.mask_power, eps=self.eps)
 
-    def separate_tensor(self, mixture: Tensor) -> tuple[Tensor, Tensor]:
-        """Separate a mono mixture at the model's sample rate in one pass.
+    def level_gain(self, rms: float) -> float:
+        """The gain the networks' input gets for a recording of active level ``rms``
+        (:func:`sepvae.loudness.active_rms`); 1 without level matching."""
+        from sepvae.loudness import matching_gain
+
+        return 1.0 if self.input_rms is None else matching_gain(self.input_rms, rms)
+
+    def separate_tensor(self, mixture: Tensor, gain: float | None = None) -> tuple[Tensor, Tensor]:
+        """Separate a mono mixture at the model's sample rate in one pass. ``gain``: the
+        level matching gain (default: that of this mixture as a whole).
 
         Shape:
             mixture: (time,) -> waveforms (sources, time), masks (sources, bins, frames)
         """
+        if gain is None:
+            gain = self.level_gain(self.active_rms(mixture.cpu().numpy(), self.sample_rate))
         with torch.inference_mode():
             return separate_with_masks(
-                mixture.to(self.device, torch.float32), self.mask, self.stft_config, self.sample_rate
+                mixture.to(self.device, torch.float32), lambda spec: self.mask(spec, gain), self.stft_config,
+                self.sample_rate,
             )
+
+    def active_rms(self, waveform: np.ndarray, sample_rate: int) -> float:
+        """A recording's active level, or 0 when this separator does not match levels (no need)."""
+        from sepvae.loudness import active_rms
+
+        return active_rms(waveform, sample_rate) if self.input_rms is not None else 0.0
 
     # -- recordings -----------------------------------------------------------------------
 
@@ -250,20 +284,26 @@ class Separator:
         if waveform.ndim == 2 and waveform.shape[1] > 1:
             warnings.warn(f"{waveform.shape[1]} channels averaged to mono", SeparationWarning, stacklevel=2)
         blocks = (to_mono(waveform[i : i + BLOCK_FRAMES]) for i in range(0, waveform.shape[0], BLOCK_FRAMES))
-        out = np.concatenate(list(self.separate_blocks(blocks, sample_rate)), axis=1)
+        rms = self.active_rms(to_mono(waveform), sample_rate) if np.isfinite(waveform).all() else 0.0
+        out = np.concatenate(list(self.separate_blocks(blocks, sample_rate, rms)), axis=1)
         return {name: out[k] for k, name in enumerate(self.sources)}
 
-    def separate_blocks(self, blocks: Iterable[np.ndarray], sample_rate: int) -> Iterator[np.ndarray]:
+    def separate_blocks(self, blocks: Iterable[np.ndarray], sample_rate: int,
+                        rms: float | None = None) -> Iterator[np.ndarray]:
         """Stream a mono recording through the models: the core of :meth:`separate` and the CLI.
 
         ``blocks`` are consecutive float32 (frames,) pieces of one recording at
         ``sample_rate``; the blocks yielded are (sources, frames) pieces of the estimates at
         the same rate, as many samples in all as went in. Memory is bounded by the block
-        and chunk sizes, not the recording's length.
+        and chunk sizes, not the recording's length. ``rms``: the whole recording's active
+        level (:meth:`active_rms`), which a separator that matches levels needs up front.
 
         Raises SepvaeError on NaN or Inf samples (naming the time), warns
         (:class:`SeparationWarning`) if every sample is zero.
         """
+        if rms is None and self.input_rms is not None:
+            raise ValueError("this separator matches levels: pass the recording's rms (Separator.active_rms)")
+        gain = self.level_gain(rms or 0.0)
         total = 0
         peak = 0.0
 
@@ -287,7 +327,7 @@ class Separator:
         model_blocks: Iterable[np.ndarray] = checked()
         if resampling:
             model_blocks = _resampled(model_blocks, sample_rate, self.sample_rate, 1)
-        estimates = self._separate_chunks(model_blocks)
+        estimates = self._separate_chunks(model_blocks, gain)
         if resampling:
             estimates = _resampled(estimates, self.sample_rate, sample_rate, len(self.models))
         emitted = 0
@@ -304,7 +344,7 @@ class Separator:
         if peak == 0.0:
             warnings.warn("input is silent (all samples are zero): the estimates are silent too", SeparationWarning, stacklevel=2)
 
-    def _separate_chunks(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    def _separate_chunks(self, blocks: Iterable[np.ndarray], gain: float) -> Iterator[np.ndarray]:
         """Chunked separation at the model's rate (see the module docstring).
 
         Shape: mono blocks (frames,) in -> (sources, frames) blocks out, same total length.
@@ -325,7 +365,7 @@ class Separator:
             while start + buffer.size >= core + chunk + margin:
                 segment_start = max(0, core - margin)
                 segment = buffer[segment_start - start : core + chunk + margin - start]
-                yield self._separate_segment(segment)[:, core - segment_start : core - segment_start + chunk]
+                yield self._separate_segment(segment, gain)[:, core - segment_start : core - segment_start + chunk]
                 core += chunk
                 drop = max(0, core - margin - start)
                 buffer, start = buffer[drop:], start + drop
@@ -333,10 +373,10 @@ class Separator:
         if pending_frames and start + pending_frames > core:
             buffer = np.concatenate(pending)
             segment_start = max(0, core - margin)
-            yield self._separate_segment(buffer[segment_start - start :])[:, core - segment_start :]
+            yield self._separate_segment(buffer[segment_start - start :], gain)[:, core - segment_start :]
 
-    def _separate_segment(self, segment: np.ndarray) -> np.ndarray:
-        waveforms, _ = self.separate_tensor(torch.from_numpy(np.ascontiguousarray(segment)))
+    def _separate_segment(self, segment: np.ndarray, gain: float) -> np.ndarray:
+        waveforms, _ = self.separate_tensor(torch.from_numpy(np.ascontiguousarray(segment)), gain)
         return waveforms.cpu().numpy()
 
 

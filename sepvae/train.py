@@ -120,11 +120,17 @@ class TrainingData:
     mixtures: tuple[Mixture, ...]
     training_mixtures: str  # mixing.training_key of the manifest
     manifest: str  # its path, for the card's info only
+    input_rms: float | None = None  # the mixtures' median active level (sepvae.loudness)
 
 
 def training_data(manifest: Path, stft: StftConfig, sample_rate: int) -> TrainingData:
+    from sepvae.features import load_mono
+    from sepvae.loudness import active_rms
+
     mixtures = tuple(read_manifest(manifest, "train"))
-    return TrainingData(load_frames(list(mixtures), stft, sample_rate), mixtures, training_key(manifest), str(manifest))
+    level = float(np.median([active_rms(load_mono(m.mixture_path, sample_rate).numpy(), sample_rate) for m in mixtures]))
+    return TrainingData(load_frames(list(mixtures), stft, sample_rate), mixtures, training_key(manifest), str(manifest),
+                        level)
 
 
 def _data(method: Method, data: TrainingData | Path, sample_rate: int) -> TrainingData:
@@ -136,7 +142,7 @@ def _card(method: Method, data: TrainingData, sample_rate: int, n_bins: int, sou
     return ModelCard(
         kind=method.kind, source_mode=method.source_mode, sources=sources, sample_rate=sample_rate,
         stft=method.stft, n_bins=n_bins, model=method.model, train=method.train,
-        training_mixtures=data.training_mixtures, version=sepvae.__version__,
+        training_mixtures=data.training_mixtures, input_rms=data.input_rms, version=sepvae.__version__,
         info={"method": method.label, "manifest": data.manifest},
     )
 

@@ -212,6 +212,14 @@ def test_the_generalization_recipe_trains_and_separates(tiny_run, tmp_path):
     train_models(method, manifest_of(experiment, paths), tmp_path / "run", 16000, "cpu")
     card = card_of(tmp_path / "run")
     assert card.train == recipe and set(card.sha256) == {"female.pt", "male.pt"}
+    # The card holds the training mixtures' median active level, for level matching.
+    from sepvae.features import load_mono
+    from sepvae.loudness import active_rms
+    from sepvae.mixing import read_manifest
+
+    levels = [active_rms(load_mono(m.mixture_path, 16000).numpy(), 16000)
+              for m in read_manifest(manifest_of(experiment, paths), "train")]
+    assert card.input_rms == pytest.approx(float(np.median(levels)))
     separator = Separator.from_run(tmp_path / "run", device="cpu")
     assert separator.models["male"].input_mean is not None
     waveforms, masks = separator.separate_tensor(torch.randn(4000) * 0.1)
@@ -234,7 +242,7 @@ def test_export_ships_the_best_model_with_the_medians_it_was_chosen_by(tiny_run,
               if row["source_mode"] == "gender" and row["method"] in ("vae", "vae-fit")]
     best = max(models, key=lambda row: row["sdr_median"])["method"]
     assert evaluation["method"] == best and card.info["run"] == runs[f"{best} (gender)"].name
-    assert card.info["mask_power"] == 1.0
+    assert card.info["mask_power"] == 1.0 and card.info["match_level"] is False
     assert evaluation["chosen_by"]["experiment"] == experiment.path and evaluation["test_estimates"] == 4
     assert card_of(out).sources == ("female", "male")
     with pytest.raises(SepvaeError, match="no evaluated gender-mode model method 'itl-ae'"):

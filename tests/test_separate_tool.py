@@ -615,3 +615,26 @@ def test_help_shows_flags_as_flags(tmp_path, model_dir):
     assert stderr_lines(result) == [
         "error: true: no such file; --overwrite, --json, --allow-truncated are flags and take no value (drop 'true')"
     ]
+
+
+def test_level_matching_from_the_cli(tmp_path, model_dir):
+    from sepvae.checkpoint import write_card
+
+    wav = tmp_path / "mix.wav"
+    audio = (0.05 * mixture(1.5, 22050)).astype(np.float32)
+    sf.write(wav, audio, 22050, subtype="FLOAT")
+    result = run("separate", wav, "--model", model_dir, "--match-level")
+    assert result.exit_code == 1 and "level matching needs the training mixtures' level" in result.output
+    assert not list(tmp_path.glob("mix_*.wav"))  # nothing half-written
+    folder = make_checkpoints(tmp_path / "matching")
+    write_card(folder, card_of(folder).replace(input_rms=0.1, info={"match_level": True}))
+    assert run("separate", wav, "--model", folder).exit_code == 0
+    api = Separator.from_run(folder, device="cpu").separate(audio, 22050)
+    for source, estimate in api.items():
+        np.testing.assert_array_equal(sf.read(tmp_path / f"mix_{source}.wav", dtype="float32")[0], estimate)
+    # The file streamed at 10x the level gives 10x the estimates (the models saw the same input).
+    sf.write(wav, 10 * audio, 22050, subtype="FLOAT")
+    assert run("separate", wav, "--model", folder, "--overwrite").exit_code == 0
+    for source, estimate in api.items():
+        np.testing.assert_allclose(sf.read(tmp_path / f"mix_{source}.wav", dtype="float32")[0], 10 * estimate,
+                                   atol=1e-5, rtol=1e-3)

@@ -80,3 +80,42 @@ def test_the_mask_exponent_defaults_to_the_cards(tmp_path):
     write_card(folder, card_of(folder).replace(info={"mask_power": 2.0}))
     assert Separator.from_run(folder, device="cpu").mask_power == 2.0
     assert Separator.from_run(folder, device="cpu", mask_power=1.5).mask_power == 1.5
+
+
+def _matching(folder, input_rms=0.05):
+    from sepvae.checkpoint import write_card
+
+    write_card(folder, card_of(folder).replace(input_rms=input_rms, info={"match_level": True}))
+    return Separator.from_run(folder, device="cpu")
+
+
+def test_level_matching_makes_the_estimates_scale_with_the_input(tmp_path):
+    folder = make_model_folder(tmp_path / "run")
+    plain = Separator.from_run(folder, device="cpu")
+    matching = _matching(folder)
+    assert matching.input_rms == 0.05 and plain.input_rms is None
+    audio = speechlike(1.0, seed=3)
+    loud, _ = matching.separate_tensor(torch.from_numpy(audio))
+    for gain in (0.01, 0.3, 4.0):
+        quiet, _ = matching.separate_tensor(torch.from_numpy(audio * gain))
+        np.testing.assert_allclose(quiet.numpy(), gain * loud.numpy(), atol=2e-6 * gain, rtol=2e-4)
+        # Without matching the models see another input, and the estimates change shape.
+        unmatched, _ = plain.separate_tensor(torch.from_numpy(audio * gain))
+        assert not np.allclose(unmatched.numpy() / gain, plain.separate_tensor(torch.from_numpy(audio))[0].numpy(),
+                               atol=1e-4)
+    # The streaming path measures the whole recording first: the same samples as one pass.
+    streamed = matching.separate(audio * 0.3, RATE)
+    whole, _ = matching.separate_tensor(torch.from_numpy(audio * 0.3))
+    for k, name in enumerate(matching.sources):
+        np.testing.assert_allclose(streamed[name], whole[k].numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="pass the recording's rms"):
+        next(matching.separate_blocks(iter([audio]), RATE))
+
+
+def test_level_matching_needs_the_training_level_in_the_card(tmp_path):
+    folder = make_model_folder(tmp_path / "run")
+    with pytest.raises(SepvaeError, match="lacks: train it again"):
+        Separator.from_run(folder, device="cpu", match_level=True)
+    _matching(folder)  # the card now has the level and recommends matching
+    assert Separator.from_run(folder, device="cpu").input_rms == 0.05
+    assert Separator.from_run(folder, device="cpu", match_level=False).input_rms is None

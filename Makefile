@@ -107,6 +107,7 @@ bench: setup
 	$(BIN)/python benchmarks/train_speed.py --device $(DEVICE)
 	$(BIN)/python benchmarks/separate_speed.py
 	$(BIN)/python benchmarks/fit_speed.py
+	$(BIN)/python benchmarks/level_robustness.py
 
 clean:
 	rm -rf runs reports

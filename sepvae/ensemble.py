@@ -18,8 +18,10 @@ their steps together through :func:`torch.baddbmm`, while each member keeps its 
   takes a step only while it has a batch left in the epoch (its last batch may be partial;
   rows beyond it are padding with zero weight in every loss term);
 - optimizer: torch's own Adam (``torch.optim.adam.adam``, fused where the device has the
-  kernel) applied to each member's slices, with its own step count and learning rate; a
-  member without a batch at a step is left out of that step, so its Adam state does not move;
+  kernel) with each member's own step count and learning rate: the stack holds members with
+  equal batches per epoch and learning rate side by side, and each such run (all 8 networks
+  of ``reproduce``) takes one Adam call on its dim-0 slices of the stacked tensors; a member
+  without a batch at a step is left out of that step, so its Adam state does not move;
 - early stopping: a member whose validation loss has not improved for ``patience`` epochs
   (or that has run its ``epochs``) is done: its best-epoch weights are returned and it leaves
   the stack, which the others go on with.
@@ -233,7 +235,6 @@ def fit_ensemble(
         prior = torch.empty(len(itl), batch, latent, device=device) if itl else None
         sums = torch.zeros(len(names), 3, device=device)
         for step in range(len(rows)):
-            stepping = [k for k in range(len(names)) if step < steps_of[k]]
             # Each member draws its noise only on its own steps, from its own generator,
             # so its stream is the same as when it trains alone.
             for k in stack.vae_positions:
@@ -252,7 +253,7 @@ def fit_ensemble(
             # are left out of the Adam step.
             grads = torch.autograd.grad((loss * (rows[step] > 0)).sum(), stack.params)
             with torch.no_grad():
-                stack.adam_step(grads, stepping, fused)
+                stack.adam_step(grads, step, fused)
                 sums += torch.stack([loss, recon, reg], 1).detach() * rows[step][:, None]
         # One host sync per epoch: the logs, the NaN guard and early stopping need numbers.
         sums = (sums / torch.tensor([len(m.train_index) for m in stack.members], device=device)[:, None]).tolist()
@@ -305,7 +306,7 @@ def _save(path, stack, epoch, shuffles, noises, best, since_best, histories, res
         "running": running,
         "params": stack.params, "exp_avg": stack.exp_avg, "exp_avg_sq": stack.exp_avg_sq,
         "best_params": stack.best,
-        "steps": [torch.stack(s) for s in stack.steps],
+        "steps": list(stack.steps),
         "shuffles": {n: g.get_state() for n, g in shuffles.items()},
         "noises": {n: g.get_state() for n, g in noises.items()},
         "best": best, "since_best": since_best, "histories": histories, "results": results,
@@ -329,8 +330,7 @@ def _resume(stack, state, shuffles, noises, best, since_best, histories, results
             for tensor, value in zip(tensors, state[name]):
                 tensor.copy_(value)
         for counters, saved in zip(stack.steps, state["steps"]):
-            for counter, value in zip(counters, saved):
-                counter.copy_(value)
+            counters.copy_(saved)
     for name, generator in shuffles.items():
         generator.set_state(state["shuffles"][name].cpu())
     for name, generator in noises.items():

@@ -16,7 +16,9 @@ their steps together through :func:`torch.baddbmm`, while each member keeps its 
 - data: its own train and validation frame indices into one shared frame tensor (folds,
   speakers, sources), so members may have different numbers of batches per epoch: a member
   takes a step only while it has a batch left in the epoch (its last batch may be partial;
-  rows beyond it are padding with zero weight in every loss term);
+  rows beyond it are padding with zero weight in every loss term); the stack holds members
+  with most batches first, so a step computes only the members up to the last one with a
+  batch (8 networks of 1.0-1.5x frame counts: ~7 % more frames x models/s);
 - optimizer: torch's own Adam (``torch.optim.adam.adam``, fused where the device has the
   kernel) with each member's own step count and learning rate: the stack holds members with
   equal batches per epoch and learning rate side by side, and each such run (all 8 networks
@@ -235,6 +237,10 @@ def fit_ensemble(
         prior = torch.empty(len(itl), batch, latent, device=device) if itl else None
         sums = torch.zeros(len(names), 3, device=device)
         for step in range(len(rows)):
+            # Members without a batch here do not move, so the step computes only the first
+            # n (the Stack holds most batches first: up to the last member with a batch).
+            n = 1 + max(k for k, steps in enumerate(steps_of) if steps > step)
+            params = stack.params if n == len(names) else [p[:n] for p in stack.params]
             # Each member draws its noise only on its own steps, from its own generator,
             # so its stream is the same as when it trains alone.
             for k in stack.vae_positions:
@@ -244,17 +250,17 @@ def fit_ensemble(
                 if step < steps_of[k]:
                     prior[j] = sample_prior(stack.members[k].model.prior, batch, latent,
                                             generator=noises[names[k]], device=device)
-            frames = index[step]
+            frames, real = index[step, :n], rows[step, :n]
             with autocast:
-                encoded, estimate = stack.forward(inputs[frames], eps)
+                encoded, estimate = stack.forward(inputs[frames], None if eps is None else eps[:n], params)
             loss, recon, reg = stack.losses(encoded.float(), estimate.float(),
-                                            target_stack[key_of[:, None], frames], mask[step], prior)
+                                            target_stack[key_of[:n, None], frames], mask[step, :n], prior)
             # Members past their last batch add nothing: their gradient is zero and they
             # are left out of the Adam step.
-            grads = torch.autograd.grad((loss * (rows[step] > 0)).sum(), stack.params)
+            grads = torch.autograd.grad((loss * (real > 0)).sum(), params)
             with torch.no_grad():
                 stack.adam_step(grads, step, fused)
-                sums += torch.stack([loss, recon, reg], 1).detach() * rows[step][:, None]
+                sums[:n] += torch.stack([loss, recon, reg], 1).detach() * real[:, None]
         # One host sync per epoch: the logs, the NaN guard and early stopping need numbers.
         sums = (sums / torch.tensor([len(m.train_index) for m in stack.members], device=device)[:, None]).tolist()
         stack_val = _validation_losses(stack, inputs, target_stack, key_of)

@@ -8,6 +8,7 @@ losses, and torch's Adam applied to runs of members that step together.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 
@@ -197,16 +198,18 @@ class Stack:
         self.members = [self.members[k] for k in positions]
         self._index_members()
 
-    def forward(self, mixture: Tensor, eps: Tensor | None) -> tuple[Tensor, Tensor]:
-        """The latent head's output and the estimate of every member.
+    def forward(self, mixture: Tensor, eps: Tensor | None, params: list[Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """The latent head's output and the estimate of the first ``n`` members (all ``M``
+        by default), with ``params`` (default ``self.params``; else their first ``n`` rows).
 
         ``eps`` (VAE noise, zero rows for other members) samples z; None decodes the mean.
 
         Shape:
-            - mixture: ``(M, batch, n_bins)``; eps: ``(M, batch, latent)``
-            - output: ``(M, batch, heads * latent)``, ``(M, batch, n_bins)``
+            - mixture: ``(n, batch, n_bins)``; eps: ``(n, batch, latent)``
+            - output: ``(n, batch, heads * latent)``, ``(n, batch, n_bins)``
         """
-        weights, biases = self.params[0::2], self.params[1::2]
+        params = self.params if params is None else params
+        weights, biases = params[0::2], params[1::2]
         hidden = mixture
         for weight, bias in zip(weights[: self.n_encoder], biases[: self.n_encoder]):
             # In place: baddbmm's backward needs its inputs, not its output.
@@ -215,7 +218,7 @@ class Stack:
         z = encoded[..., : self.latent]
         if eps is not None and self.heads == 2:
             logvar = encoded[..., self.latent :]
-            z = z + self.noise_scale * torch.exp(0.5 * logvar) * eps
+            z = z + self.noise_scale[: len(mixture)] * torch.exp(0.5 * logvar) * eps
         decoder = list(zip(weights[self.n_encoder + 1 :], biases[self.n_encoder + 1 :]))
         for i, (weight, bias) in enumerate(decoder):
             z = torch.baddbmm(bias, z, weight)
@@ -226,40 +229,46 @@ class Stack:
     def losses(
         self, encoded: Tensor, estimate: Tensor, target: Tensor, mask: Tensor, prior: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Each member's (loss, recon, reg) on its rows of the batch (``mask``).
+        """Each of the first ``n`` members' (loss, recon, reg) on its rows of the batch
+        (``mask``).
 
         The same terms as ``FrameAutoencoder.forward``: recon summed over bins and averaged
         over the member's frames; the KL likewise; the ITL divergence over the member's
         codes and as many prior samples.
 
         Shape:
-            - encoded: ``(M, batch, heads * latent)``; estimate, target: ``(M, batch, n_bins)``
-            - mask: ``(M, batch)`` bool; prior: ``(K, batch, latent)`` (the ITL-AE members)
-            - output: three ``(M,)``
+            - encoded: ``(n, batch, heads * latent)``; estimate, target: ``(n, batch, n_bins)``
+            - mask: ``(n, batch)`` bool; prior: ``(K, batch, latent)`` (all ITL-AE members)
+            - output: three ``(n,)``
         """
+        n = len(estimate)
         weight = mask.to(estimate.dtype)
         count = weight.sum(-1)
         recon = ((estimate - target).pow(2).sum(-1) * weight).sum(-1) / count
         reg = torch.zeros_like(recon)
-        if self.vae_positions:
+        if self.vae_positions and self.vae_positions[0] < n:
             mu, logvar = encoded[..., : self.latent], encoded[..., self.latent :]
             kl = (gaussian_kl(mu, logvar) * weight).sum(-1) / count
-            reg = torch.where(self.is_vae, kl, reg)
+            reg = torch.where(self.is_vae[:n], kl, reg)
         start = 0
         for kind, (positions, index, sigma) in self.itl_groups.items():
-            codes = encoded[index, :, : self.latent]
-            samples = prior[start : start + len(positions)]
-            divergence = DIVERGENCE_FUNCTIONS[kind](codes, samples, sigma, mask[index])
-            reg = reg.index_put((index,), divergence)
+            used = bisect.bisect_left(positions, n)  # positions ascend: the first `used` are < n
+            if used:
+                index_used = index[:used]
+                codes = encoded[index_used, :, : self.latent]
+                samples = prior[start : start + used]
+                divergence = DIVERGENCE_FUNCTIONS[kind](codes, samples, sigma[:used], mask[index_used])
+                reg = reg.index_put((index_used,), divergence)
             start += len(positions)
-        return recon + self.reg_weight * reg, recon, reg
+        return recon + self.reg_weight[:n] * reg, recon, reg
 
     def adam_step(self, grads: list[Tensor], step: int, fused: bool) -> None:
         """torch's Adam, one call per run of members that have a batch at ``step`` (of the
         epoch); the others' weights, averages and step counts do not move.
 
         Shape:
-            - grads: like ``params``
+            - grads: like ``params``, or their first ``n`` rows (``n`` covering every
+              member with a batch at ``step``)
         """
         for start, stop, lr, batches, (params, exp_avg, exp_avg_sq) in self.runs:
             if step >= batches:

@@ -18,7 +18,8 @@ their steps together through :func:`torch.baddbmm`, while each member keeps its 
   takes a step only while it has a batch left in the epoch (its last batch may be partial;
   rows beyond it are padding with zero weight in every loss term); the stack holds members
   with most batches first, so a step computes only the members up to the last one with a
-  batch (8 networks of 1.0-1.5x frame counts: ~7 % more frames x models/s);
+  batch (8 networks of 1.0-1.5x frame counts: ~7 % more frames x models/s on one thread,
+  machine loaded);
 - optimizer: torch's own Adam (``torch.optim.adam.adam``, fused where the device has the
   kernel) with each member's own step count and learning rate: the stack holds members with
   equal batches per epoch and learning rate side by side, and each such run (all 8 networks

@@ -9,11 +9,11 @@ from sepvae.errors import SepvaeError
 
 @contextlib.contextmanager
 def single_cpu_thread(device):
-    """Train on one CPU thread: the paper's layers are small, and on 2 cores one thread ran
-    an epoch of batch-70 steps 4x faster than two (thread hand-offs cost more than the
-    matmuls). The stacked ensemble's bigger batched matmuls did not change that on the
-    shared 2-core machine: 46k frames x models/s on one thread, 7.5k on two
-    (benchmarks/results/train_speed.json). No effect on other devices."""
+    """Run one small model on one CPU thread: the paper's layers are small, and on 2 cores
+    one thread ran an epoch of one model's batch-70 steps 4x faster than two (thread
+    hand-offs cost more than the matmuls). The stacked ensemble (:func:`sepvae.train.train_plans`)
+    does not use this: its batched matmuls are big enough for the job's threads. No effect
+    on other devices."""
     import torch
 
     if device.type != "cpu":

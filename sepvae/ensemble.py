@@ -16,10 +16,15 @@ their steps together through :func:`torch.baddbmm`, while each member keeps its 
 - data: its own train and validation frame indices into one shared frame tensor (folds,
   speakers, sources), so members may have different numbers of batches per epoch: a member
   takes a step only while it has a batch left in the epoch (its last batch may be partial;
-  rows beyond it are padding with zero weight in every loss term);
+  rows beyond it are padding with zero weight in every loss term); the stack holds members
+  with most batches first, so a step computes only the members up to the last one with a
+  batch (8 networks of 1.0-1.5x frame counts: ~7 % more frames x models/s on one thread,
+  machine loaded);
 - optimizer: torch's own Adam (``torch.optim.adam.adam``, fused where the device has the
-  kernel) applied to each member's slices, with its own step count and learning rate; a
-  member without a batch at a step is left out of that step, so its Adam state does not move;
+  kernel) with each member's own step count and learning rate: the stack holds members with
+  equal batches per epoch and learning rate side by side, and each such run (all 8 networks
+  of ``reproduce``) takes one Adam call on its dim-0 slices of the stacked tensors; a member
+  without a batch at a step is left out of that step, so its Adam state does not move;
 - early stopping: a member whose validation loss has not improved for ``patience`` epochs
   (or that has run its ``epochs``) is done: its best-epoch weights are returned and it leaves
   the stack, which the others go on with.
@@ -32,7 +37,14 @@ CPU one fwd+bwd step of 8 members at batch 70 took 7.8 ms with bmm, 10.3 ms with
 11.2 ms as 8 separate models (1 thread); vmap also needs one model class for the whole
 stack, where members of different kinds share one pass here. ``make bench``: the 8 models
 of reproduce.toml train 1.70x faster as one stack than one at a time on one CPU thread,
-2.70x on two (idle machine; benchmarks/results/train_speed.json). ``precision="bf16"``
+2.70x on two (idle machine, the version before one Adam call per run, spinning OpenMP
+threads; benchmarks/results/train_speed.json). This version with both cores busy with
+other training (load average ~3): 37.6k frames x models/s on one thread against 21.2k one
+at a time (1.77x, 34 % of that moment's one-thread matmul peak); two sleeping threads
+32.4k, as a busy core gives the second one little. Where a one-thread step of the 8 goes
+(~15.5 ms under that load): the matmuls ~8.5 ms (alone, these shapes reach 81-87 % of the
+512 x 512 matmul peak), Adam ~2.4 ms (one pass over weights, gradients and both averages:
+memory-bound), the other ~400 small ops and Python ~4.6 ms. ``precision="bf16"``
 autocasts the training forward pass only; weights, Adam and the validation pass stay fp32.
 
 Random streams differ from the pre-ensemble ``train.fit``: there the sources of a job
@@ -233,7 +245,10 @@ def fit_ensemble(
         prior = torch.empty(len(itl), batch, latent, device=device) if itl else None
         sums = torch.zeros(len(names), 3, device=device)
         for step in range(len(rows)):
-            stepping = [k for k in range(len(names)) if step < steps_of[k]]
+            # Members without a batch here do not move, so the step computes only the first
+            # n (the Stack holds most batches first: up to the last member with a batch).
+            n = 1 + max(k for k, steps in enumerate(steps_of) if steps > step)
+            params = stack.params if n == len(names) else [p[:n] for p in stack.params]
             # Each member draws its noise only on its own steps, from its own generator,
             # so its stream is the same as when it trains alone.
             for k in stack.vae_positions:
@@ -243,17 +258,17 @@ def fit_ensemble(
                 if step < steps_of[k]:
                     prior[j] = sample_prior(stack.members[k].model.prior, batch, latent,
                                             generator=noises[names[k]], device=device)
-            frames = index[step]
+            frames, real = index[step, :n], rows[step, :n]
             with autocast:
-                encoded, estimate = stack.forward(inputs[frames], eps)
+                encoded, estimate = stack.forward(inputs[frames], None if eps is None else eps[:n], params)
             loss, recon, reg = stack.losses(encoded.float(), estimate.float(),
-                                            target_stack[key_of[:, None], frames], mask[step], prior)
+                                            target_stack[key_of[:n, None], frames], mask[step, :n], prior)
             # Members past their last batch add nothing: their gradient is zero and they
             # are left out of the Adam step.
-            grads = torch.autograd.grad((loss * (rows[step] > 0)).sum(), stack.params)
+            grads = torch.autograd.grad((loss * (real > 0)).sum(), params)
             with torch.no_grad():
-                stack.adam_step(grads, stepping, fused)
-                sums += torch.stack([loss, recon, reg], 1).detach() * rows[step][:, None]
+                stack.adam_step(grads, step, fused)
+                sums[:n] += torch.stack([loss, recon, reg], 1).detach() * real[:, None]
         # One host sync per epoch: the logs, the NaN guard and early stopping need numbers.
         sums = (sums / torch.tensor([len(m.train_index) for m in stack.members], device=device)[:, None]).tolist()
         stack_val = _validation_losses(stack, inputs, target_stack, key_of)
@@ -305,7 +320,7 @@ def _save(path, stack, epoch, shuffles, noises, best, since_best, histories, res
         "running": running,
         "params": stack.params, "exp_avg": stack.exp_avg, "exp_avg_sq": stack.exp_avg_sq,
         "best_params": stack.best,
-        "steps": [torch.stack(s) for s in stack.steps],
+        "steps": list(stack.steps),
         "shuffles": {n: g.get_state() for n, g in shuffles.items()},
         "noises": {n: g.get_state() for n, g in noises.items()},
         "best": best, "since_best": since_best, "histories": histories, "results": results,
@@ -329,8 +344,7 @@ def _resume(stack, state, shuffles, noises, best, since_best, histories, results
             for tensor, value in zip(tensors, state[name]):
                 tensor.copy_(value)
         for counters, saved in zip(stack.steps, state["steps"]):
-            for counter, value in zip(counters, saved):
-                counter.copy_(value)
+            counters.copy_(saved)
     for name, generator in shuffles.items():
         generator.set_state(state["shuffles"][name].cpu())
     for name, generator in noises.items():

@@ -3,11 +3,12 @@
 A :class:`Member` says what one model is and on which frames it trains; members with the
 same layer sizes and batch size (:func:`group_members`) share a :class:`Stack`: their
 weights as ``(members, in, out)`` tensors, one ``baddbmm`` forward for all, per-member
-losses, and Adam applied to each member's slices.
+losses, and torch's Adam applied to runs of members that step together.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 
@@ -79,15 +80,26 @@ def _linear_names(model: nn.Module) -> list[str]:
     return [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
 
 
+def batches_per_epoch(member: Member) -> int:
+    """How many batches (Adam steps) ``member`` takes per epoch; its last may be partial."""
+    return math.ceil(len(member.train_index) / member.train.batch_size)
+
+
 class Stack:
     """The running members' weights as ``(members, in, out)`` tensors and their Adam state.
 
     ``params`` alternates weight ``(M, in, out)`` and bias ``(M, 1, out)`` per layer:
     ``len(hidden)`` encoder layers, the latent head, then the decoder layers.
+
+    Members are held most batches per epoch first, then by learning rate (stable), so
+    that members with equal batches per epoch and learning rate are neighbours: such a
+    run always has one Adam step count, and its slices ``[start:stop]`` of the stacked
+    tensors take one Adam call (:meth:`adam_step`). ``members`` is in that order.
     """
 
     def __init__(self, members: list[Member], n_bins: int, device: torch.device):
-        self.members = members
+        self.members = sorted(members, key=lambda m: (-batches_per_epoch(m), m.train.lr))
+        members = self.members
         config = members[0].model
         self.n_encoder = len(config.hidden)
         self.latent = config.latent
@@ -110,9 +122,9 @@ class Stack:
             self.params += [weight.to(device).requires_grad_(), bias.to(device).requires_grad_()]
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
-        # One Adam step counter per member and tensor: the functional Adam increments
-        # each counter it is given once per call.
-        self.steps = [[torch.zeros((), device=device) for _ in self.params] for _ in members]
+        # Adam step counts per member and tensor (M, tensors); the functional Adam
+        # increments each counter it is given once per call. Equal within a run.
+        self.steps = torch.zeros(len(members), len(self.params), device=device)
         self.best = [p.detach().clone() for p in self.params]
         self._index_members()
 
@@ -153,18 +165,26 @@ class Stack:
                     torch.tensor(positions, device=device),
                     torch.tensor(sigma, device=device),
                 )
-        # Each member's (weights, Adam averages, Adam squared averages) as views of the
-        # stacked tensors, made once: the optimizer steps them in place.
-        per_tensor = [[t.detach().unbind(0) for t in ts] for ts in (self.params, self.exp_avg, self.exp_avg_sq)]
-        self.slices = [[[views[k] for views in kind] for kind in per_tensor] for k in range(len(self.members))]
+        # Runs of neighbours with equal batches per epoch and learning rate: (start, stop,
+        # lr, batches, their (weights, averages, squared averages) as dim-0 views of the
+        # stacked tensors, made once: the optimizer steps them in place).
+        self.runs = []
+        for k, member in enumerate(self.members):
+            key = (member.train.lr, batches_per_epoch(member))
+            if self.runs and tuple(self.runs[-1][2:]) == key:
+                self.runs[-1][1] = k + 1
+            else:
+                self.runs.append([k, k + 1, *key])
+        self.runs = [
+            (start, stop, lr, batches,
+             [[t.detach()[start:stop] for t in ts] for ts in (self.params, self.exp_avg, self.exp_avg_sq)])
+            for start, stop, lr, batches in self.runs
+        ]
         # Validation frames of every member, padded to the longest with its first frame.
         indices = [m.val_index.to(device) for m in self.members] or [torch.zeros(1, dtype=torch.long, device=device)]
         longest = max(len(i) for i in indices)
         self.val_index = torch.stack([torch.cat([i, i[:1].expand(longest - len(i))]) for i in indices])
         self.val_lengths = torch.tensor([len(i) for i in indices], device=device)
-        self.lr_groups: dict[float, list[int]] = {}
-        for k, member in enumerate(self.members):
-            self.lr_groups.setdefault(member.train.lr, []).append(k)
 
     def keep(self, positions: list[int]) -> None:
         """Drop the members not at ``positions`` (they are done)."""
@@ -174,20 +194,22 @@ class Stack:
                 tensors[:] = [t.index_select(0, index) for t in tensors]
         for param in self.params:
             param.requires_grad_()
-        self.steps = [self.steps[k] for k in positions]
+        self.steps = self.steps[index]
         self.members = [self.members[k] for k in positions]
         self._index_members()
 
-    def forward(self, mixture: Tensor, eps: Tensor | None) -> tuple[Tensor, Tensor]:
-        """The latent head's output and the estimate of every member.
+    def forward(self, mixture: Tensor, eps: Tensor | None, params: list[Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """The latent head's output and the estimate of the first ``n`` members (all ``M``
+        by default), with ``params`` (default ``self.params``; else their first ``n`` rows).
 
         ``eps`` (VAE noise, zero rows for other members) samples z; None decodes the mean.
 
         Shape:
-            - mixture: ``(M, batch, n_bins)``; eps: ``(M, batch, latent)``
-            - output: ``(M, batch, heads * latent)``, ``(M, batch, n_bins)``
+            - mixture: ``(n, batch, n_bins)``; eps: ``(n, batch, latent)``
+            - output: ``(n, batch, heads * latent)``, ``(n, batch, n_bins)``
         """
-        weights, biases = self.params[0::2], self.params[1::2]
+        params = self.params if params is None else params
+        weights, biases = params[0::2], params[1::2]
         hidden = mixture
         for weight, bias in zip(weights[: self.n_encoder], biases[: self.n_encoder]):
             # In place: baddbmm's backward needs its inputs, not its output.
@@ -196,7 +218,7 @@ class Stack:
         z = encoded[..., : self.latent]
         if eps is not None and self.heads == 2:
             logvar = encoded[..., self.latent :]
-            z = z + self.noise_scale * torch.exp(0.5 * logvar) * eps
+            z = z + self.noise_scale[: len(mixture)] * torch.exp(0.5 * logvar) * eps
         decoder = list(zip(weights[self.n_encoder + 1 :], biases[self.n_encoder + 1 :]))
         for i, (weight, bias) in enumerate(decoder):
             z = torch.baddbmm(bias, z, weight)
@@ -207,52 +229,59 @@ class Stack:
     def losses(
         self, encoded: Tensor, estimate: Tensor, target: Tensor, mask: Tensor, prior: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Each member's (loss, recon, reg) on its rows of the batch (``mask``).
+        """Each of the first ``n`` members' (loss, recon, reg) on its rows of the batch
+        (``mask``).
 
         The same terms as ``FrameAutoencoder.forward``: recon summed over bins and averaged
         over the member's frames; the KL likewise; the ITL divergence over the member's
         codes and as many prior samples.
 
         Shape:
-            - encoded: ``(M, batch, heads * latent)``; estimate, target: ``(M, batch, n_bins)``
-            - mask: ``(M, batch)`` bool; prior: ``(K, batch, latent)`` (the ITL-AE members)
-            - output: three ``(M,)``
+            - encoded: ``(n, batch, heads * latent)``; estimate, target: ``(n, batch, n_bins)``
+            - mask: ``(n, batch)`` bool; prior: ``(K, batch, latent)`` (all ITL-AE members)
+            - output: three ``(n,)``
         """
+        n = len(estimate)
         weight = mask.to(estimate.dtype)
         count = weight.sum(-1)
         recon = ((estimate - target).pow(2).sum(-1) * weight).sum(-1) / count
         reg = torch.zeros_like(recon)
-        if self.vae_positions:
+        if self.vae_positions and self.vae_positions[0] < n:
             mu, logvar = encoded[..., : self.latent], encoded[..., self.latent :]
             kl = (gaussian_kl(mu, logvar) * weight).sum(-1) / count
-            reg = torch.where(self.is_vae, kl, reg)
+            reg = torch.where(self.is_vae[:n], kl, reg)
         start = 0
         for kind, (positions, index, sigma) in self.itl_groups.items():
-            codes = encoded[index, :, : self.latent]
-            samples = prior[start : start + len(positions)]
-            divergence = DIVERGENCE_FUNCTIONS[kind](codes, samples, sigma, mask[index])
-            reg = reg.index_put((index,), divergence)
+            used = bisect.bisect_left(positions, n)  # positions ascend: the first `used` are < n
+            if used:
+                index_used = index[:used]
+                codes = encoded[index_used, :, : self.latent]
+                samples = prior[start : start + used]
+                divergence = DIVERGENCE_FUNCTIONS[kind](codes, samples, sigma[:used], mask[index_used])
+                reg = reg.index_put((index_used,), divergence)
             start += len(positions)
-        return recon + self.reg_weight * reg, recon, reg
+        return recon + self.reg_weight[:n] * reg, recon, reg
 
-    def adam_step(self, grads: list[Tensor], stepping: list[int], fused: bool) -> None:
-        """torch's Adam on the slices of the members at ``stepping``, one call per lr."""
-        for lr, group in self.lr_groups.items():
-            members = [k for k in group if k in stepping]
-            if not members:
+    def adam_step(self, grads: list[Tensor], step: int, fused: bool) -> None:
+        """torch's Adam, one call per run of members that have a batch at ``step`` (of the
+        epoch); the others' weights, averages and step counts do not move.
+
+        Shape:
+            - grads: like ``params``, or their first ``n`` rows (``n`` covering every
+              member with a batch at ``step``)
+        """
+        for start, stop, lr, batches, (params, exp_avg, exp_avg_sq) in self.runs:
+            if step >= batches:
                 continue
-            grad_slices = [g.unbind(0) for g in grads]
+            counts = self.steps[start]
             adam(
-                [p for k in members for p in self.slices[k][0]],
-                [g[k] for k in members for g in grad_slices],
-                [m for k in members for m in self.slices[k][1]],
-                [v for k in members for v in self.slices[k][2]],
-                [],
-                [s for k in members for s in self.steps[k]],
+                params, [g[start:stop] for g in grads], exp_avg, exp_avg_sq, [], list(counts.unbind(0)),
                 fused=fused, foreach=False if not fused else None,
                 amsgrad=False, beta1=0.9, beta2=0.999, lr=lr, weight_decay=0.0, eps=1e-8,
                 maximize=False,
             )
+            # The call counted on the run's first row; the run shares its count.
+            self.steps[start + 1 : stop] = counts
 
     def state_dict_of(self, k: int, tensors: list[Tensor]) -> dict[str, Tensor]:
         """Member ``k``'s weights from ``tensors`` (``params`` or ``best``) as a

@@ -220,7 +220,7 @@ def train_plans(plans: list[RunPlan], device: str = "auto", on_epoch: EpochCallb
     """Train every job of every plan, as few stacked ensembles as the layer sizes, batch sizes
     and frame counts allow (runs of several methods, sweep points and folds train together),
     then write each run's checkpoints, histories and card."""
-    from sepvae.device import pick_device, single_cpu_thread
+    from sepvae.device import pick_device
 
     torch_device = pick_device(device)
     plans = [plan for plan in plans if plan.jobs]
@@ -247,9 +247,11 @@ def train_plans(plans: list[RunPlan], device: str = "auto", on_epoch: EpochCallb
     for group in _stacks(members):
         label = ", ".join(sorted({f"{owner[m.name][0].method.label}" for m in group}))
         state = plans[0].out.parent / f".stack-{config_hash(sorted(m.name for m in group), [str(p.out) for p in plans])}.pt"
-        with single_cpu_thread(torch_device):
-            results.update(fit_ensemble(group, all_inputs, all_targets, torch_device, state, on_epoch, precision,
-                                        f"{label} ({len(group)} models)"))
+        # On the CPU with the threads the job declares (--num-cpus; run_job sets them):
+        # the stack's batched matmuls use a second core, and the stage commands make idle
+        # threads sleep rather than spin (cli.with_executor), so a busy core costs little.
+        results.update(fit_ensemble(group, all_inputs, all_targets, torch_device, state, on_epoch, precision,
+                                    f"{label} ({len(group)} models)"))
         state.unlink(missing_ok=True)
     for plan in plans:
         for job in plan.jobs:

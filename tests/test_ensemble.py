@@ -7,6 +7,7 @@ from sepvae.config import ModelConfig, TrainConfig, model_config
 from sepvae.ensemble import Member, fit_ensemble, group_members, merge_histories
 from sepvae.errors import SepvaeError
 from sepvae.models import build_model
+from sepvae.stack import Stack
 
 SMALL = dict(hidden=(16,), latent=4, decoder_hidden=(16,))
 N_BINS = 9
@@ -191,3 +192,43 @@ def test_merge_histories_gives_the_job_format():
     })
     assert merged == [{"epoch": 1, "male": {"loss": 1.0}, "female": {"loss": 3.0}, "seconds": 2.0},
                       {"epoch": 2, "male": {"loss": 0.5}, "seconds": 2.0}]
+
+
+def test_members_with_other_learning_rates_and_frame_counts_equal_their_alone_training():
+    """Adam runs over neighbours with equal batches per epoch and learning rate: members
+    that share both, and members that differ in one, still train as they would alone."""
+    inputs, targets = frames()
+    val_index = torch.arange(120, 150)
+    members = [
+        member("a", "vae", "male", torch.arange(96), val_index, seed=1, lr=2e-3, epochs=2),  # leaves its run first
+        member("b", "ae", "female", torch.arange(96), val_index, seed=2, lr=2e-3),  # a's run
+        member("c", "itl-ae", "male", torch.arange(96), val_index, seed=3, lr=5e-4),  # a's batches, another lr
+        member("d", "beta-vae", "female", torch.arange(40), val_index, seed=4, lr=2e-3),  # a's lr, fewer batches
+        member("e", "vae", "female", torch.arange(110), val_index, seed=5),
+    ]
+    together = fit_ensemble(members, inputs, targets)
+    for m in members:
+        alone = fit_ensemble([m], inputs, targets)[m.name]
+        assert_same_history(together[m.name][1], alone[1], m.name)
+        assert_same_weights(together[m.name][0], alone[0])
+    stack = Stack(members, N_BINS, torch.device("cpu"))
+    assert [m.name for m in stack.members] == ["e", "c", "a", "b", "d"]  # most batches first, then lr
+    assert [(start, stop) for start, stop, *_ in stack.runs] == [(0, 1), (1, 2), (2, 4), (4, 5)]
+
+
+def test_a_member_without_a_batch_keeps_its_weights_and_adam_state():
+    val_index = torch.arange(120, 150)
+    members = [member("long", "vae", "male", torch.arange(64), val_index, seed=1),   # 4 batches of 16
+               member("short", "ae", "female", torch.arange(20), val_index, seed=2)]  # 2 batches
+    stack = Stack(members, N_BINS, torch.device("cpu"))
+    assert [m.name for m in stack.members] == ["long", "short"]
+    for step in range(3):
+        before = [t.detach().clone() for t in stack.params + stack.exp_avg + stack.exp_avg_sq] + [stack.steps.clone()]
+        grads = [torch.randn_like(p) for p in stack.params]
+        with torch.no_grad():
+            stack.adam_step(grads, step, fused=True)
+        after = [t.detach() for t in stack.params + stack.exp_avg + stack.exp_avg_sq] + [stack.steps]
+        for old, new in zip(before, after):
+            assert not torch.equal(old[0], new[0])  # "long" has a batch at every step
+            assert torch.equal(old[1], new[1]) == (step >= 2)  # "short" only at steps 0 and 1
+    assert stack.steps.tolist() == [[3.0] * len(stack.params), [2.0] * len(stack.params)]

@@ -270,3 +270,21 @@ def test_runs_trained_together_equal_runs_trained_alone(tiny_run, tmp_path):
             for (name, a), b in zip(together.state_dict().items(), alone.state_dict().values()):
                 assert torch.allclose(a, b, atol=1e-5), (m.kind, source, name)
     assert not list((tmp_path / "together").glob(".stack-*.pt"))  # the stack's resume state is cleaned up
+
+
+def test_stacked_training_uses_the_threads_its_job_declares(tiny_run, tmp_path, monkeypatch):
+    """--num-cpus is the training job's torch threads (run_job sets them); the stacked
+    ensemble is not forced onto one thread."""
+    import sepvae.train
+    from sepvae.config import Method, TrainConfig, model_config
+    from sepvae.executor import run_job
+
+    experiment, paths, _, _ = tiny_run
+    method = Method(label="ae", kind="ae", train=TrainConfig(epochs=1, batch_size=64),
+                    model=model_config({"name": "ae", "hidden": [16], "latent": 4, "decoder_hidden": [16]}))
+    plan = sepvae.train.plan_models(method, manifest_of(experiment, paths), tmp_path / "run", 16000)
+    threads, fit_ensemble = [], sepvae.train.fit_ensemble
+    monkeypatch.setattr(sepvae.train, "fit_ensemble",
+                        lambda *args, **kwargs: threads.append(torch.get_num_threads()) or fit_ensemble(*args, **kwargs))
+    run_job(lambda progress: sepvae.train.train_plans([plan], "cpu"), 2, None)
+    assert threads == [2]

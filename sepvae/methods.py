@@ -136,16 +136,15 @@ class ModelMask(MixtureSeparator):
             return {name: mixture.speakers[name] for name in mixture.source_paths}
         return {name: name for name in mixture.source_paths}
 
-    def separate(self, mixture: Mixture, waveform: Tensor) -> dict[str, np.ndarray]:
-        import torch
-
-        separator = self._separator(mixture)
-        with torch.no_grad():
-            separated, _ = separator.separate_tensor(waveform)
-        return {name: estimate.numpy() for name, estimate in zip(mixture.source_paths, separated)}
-
     def masks(self, mixture: Mixture, spec: Tensor) -> Tensor:
-        return self._separator(mixture).mask(spec)
+        separator = self._separator(mixture)
+        gain = 1.0
+        if separator.input_rms is not None:  # level matching: the mixture's own level
+            from sepvae.features import load_mono
+
+            waveform = load_mono(mixture.mixture_path, self.sample_rate).numpy()
+            gain = separator.level_gain(separator.active_rms(waveform, self.sample_rate))
+        return separator.mask(spec, gain)
 
     def _separator(self, mixture: Mixture):
         from sepvae.separator import Separator

@@ -224,6 +224,22 @@ def test_the_generalization_recipe_trains_and_separates(tiny_run, tmp_path):
     assert separator.models["male"].input_mean is not None
     waveforms, masks = separator.separate_tensor(torch.randn(4000) * 0.1)
     assert torch.isfinite(waveforms).all() and torch.allclose(masks.sum(0), torch.ones(()), atol=1e-5)
+    # The evaluation's separator with level matching gives what `sepvae separate --match-level` does.
+    import dataclasses
+
+    matching = dataclasses.replace(method, match_level=True)
+    test = read_manifest(manifest_of(experiment, paths), "test")[0]
+    waveform = load_mono(test.mixture_path, 16000)
+    evaluated = matching.entry.separator(matching, tmp_path / "run", 16000).separate(test, waveform)
+    tool = Separator.from_run(tmp_path / "run", device="cpu", match_level=True)
+    plain = Separator.from_run(tmp_path / "run", device="cpu")
+    quiet, _ = tool.separate_tensor(waveform * 0.1)
+    for k, name in enumerate(tool.sources):
+        np.testing.assert_allclose(evaluated[name], tool.separate_tensor(waveform)[0][k].numpy(), atol=1e-6)
+        np.testing.assert_allclose(quiet[k].numpy(), 0.1 * evaluated[name], atol=1e-6)
+    assert not np.allclose(plain.separate_tensor(waveform * 0.1)[0].numpy(), quiet.numpy(), atol=1e-6)
+    with pytest.raises(SepvaeError, match="match_level is for trained models, not nmf"):
+        Method(label="x", kind="nmf", match_level=True)
     with pytest.raises(SepvaeError, match="remix re-pairs gender classes"):
         Method(label="x", kind="ae", source_mode="speaker", train=recipe)
 

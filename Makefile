@@ -33,8 +33,9 @@ data: setup
 mix: data
 	$(SEPVAE) mix --config $(CONFIG)
 
-# Training's stacked matmuls use both cores of an idle 2-core machine; on a busy one the
-# second thread sleeps rather than spins (OMP_WAIT_POLICY=PASSIVE), so it costs ~5 %.
+# Training's stacked matmuls use both cores of an idle 2-core machine (1.4x one thread, make
+# bench). Where another process holds a core, two threads train 3x slower than one: there
+# use TRAIN_CPUS=1 (or OMP_WAIT_POLICY=PASSIVE, which makes two threads cost little).
 TRAIN_CPUS ?= 2
 train: mix
 	$(SEPVAE) train --config $(CONFIG) $(JOBS) --num-cpus $(TRAIN_CPUS)

@@ -19,15 +19,10 @@ rounds and each keeps its best round. Run with `make bench` (`make bench DEVICE=
 
 from __future__ import annotations
 
-import os
-
-# As the stage commands do before torch is imported (sepvae/cli.py with_executor): the
-# 2-thread figures are those of training's sleeping, not spinning, OpenMP threads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import argparse
 import contextlib
 import json
+import os
 import platform
 import time
 from pathlib import Path

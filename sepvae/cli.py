@@ -260,6 +260,9 @@ def train(config: Path = ConfigOption, device: str = DeviceOption, executor: dic
                 for name, v in logs.items() if isinstance(v, dict)
             )
             progress.update(tasks[job], completed=epoch, info=losses)
+            if not sys.stderr.isatty():  # a log file or CI: the bars above are not shown there
+                running = sum(isinstance(v, dict) for v in logs.values())
+                typer.echo(f"train {job}: epoch {epoch}/{epochs}, {running} training, {logs['seconds']:.0f} s", err=True)
 
         runs = train_all(experiment, device=device, on_epoch=on_epoch, executor=_executor(executor, progress))
     for label, run in runs.items():

@@ -247,9 +247,8 @@ def train_plans(plans: list[RunPlan], device: str = "auto", on_epoch: EpochCallb
     for group in _stacks(members):
         label = ", ".join(sorted({f"{owner[m.name][0].method.label}" for m in group}))
         state = plans[0].out.parent / f".stack-{config_hash(sorted(m.name for m in group), [str(p.out) for p in plans])}.pt"
-        # On the CPU with the threads the job declares (--num-cpus; run_job sets them):
-        # the stack's batched matmuls use a second core, and the stage commands make idle
-        # threads sleep rather than spin (cli.with_executor), so a busy core costs little.
+        # On the CPU with the threads the job declares (--num-cpus; run_job sets them): the
+        # stack's batched matmuls use a second core of an idle machine.
         results.update(fit_ensemble(group, all_inputs, all_targets, torch_device, state, on_epoch, precision,
                                     f"{label} ({len(group)} models)"))
         state.unlink(missing_ok=True)

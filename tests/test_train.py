@@ -107,3 +107,20 @@ def test_bad_settings_fail_when_the_file_is_read(tmp_path, method, message):
     assert result.exit_code == 1
     assert result.output.startswith("error: ") and str(config) in result.output
     assert message in result.output
+
+
+def test_train_command_prints_each_epoch_when_not_on_a_terminal(tmp_path, monkeypatch):
+    # In a log file or CI the progress bars are not drawn; a line per epoch says it is alive.
+    from tests.conftest import TINY_EXPERIMENT, write_sample_tree
+
+    write_sample_tree(tmp_path / "timit")
+    settings = TINY_EXPERIMENT[: TINY_EXPERIMENT.index("[[methods]]")]
+    (tmp_path / "exp.toml").write_text(settings + '[[methods]]\nkind = "vae"\n')
+    monkeypatch.chdir(tmp_path)
+    assert runner.invoke(app, ["data", "--timit-root", "timit"]).exit_code == 0
+    assert runner.invoke(app, ["mix", "-c", "exp.toml"]).exit_code == 0
+    result = runner.invoke(app, ["train", "-c", "exp.toml", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    epochs = [line for line in result.output.splitlines() if line.startswith("train vae (2 models): epoch")]
+    assert [line.split(",")[0] for line in epochs] == ["train vae (2 models): epoch 1/2", "train vae (2 models): epoch 2/2"]
+    assert all(", 2 training, " in line for line in epochs)

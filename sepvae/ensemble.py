@@ -35,14 +35,14 @@ tolerance (the batched matmuls may sum in another order): ``tests/test_ensemble.
 Why ``baddbmm`` rather than ``torch.func.stack_module_state`` + ``vmap``: on this 2-core
 CPU one fwd+bwd step of 8 members at batch 70 took 7.8 ms with bmm, 10.3 ms with vmap and
 11.2 ms as 8 separate models (1 thread); vmap also needs one model class for the whole
-stack, where members of different kinds share one pass here. ``make bench``: the 8 models
-of reproduce.toml train 1.70x faster as one stack than one at a time on one CPU thread,
-2.70x on two (idle machine, the version before one Adam call per run, spinning OpenMP
-threads; benchmarks/results/train_speed.json). This version with both cores busy with
-other training (load average ~3): 37.6k frames x models/s on one thread against 21.2k one
-at a time (1.77x, 34 % of that moment's one-thread matmul peak); two sleeping threads
-32.4k, as a busy core gives the second one little. Where a one-thread step of the 8 goes
-(~15.5 ms under that load): the matmuls ~8.5 ms (alone, these shapes reach 81-87 % of the
+stack, where members of different kinds share one pass here. ``make bench``
+(benchmarks/results/train_speed.json, idle 2-core Ice Lake): the 8 models of reproduce.toml
+train 1.83x faster as one stack than one at a time on one CPU thread (28.6k against 15.6k
+frames x models/s, 29 % of the one-thread matmul peak) and 2.83x on two threads with
+libgomp's default waiting; with ``OMP_WAIT_POLICY=PASSIVE`` two threads reach only 1.63x,
+as each ~1 ms step wakes the sleeping thread again. With another process on the second core
+two threads of any policy lose to one (``--num-cpus 1``). Where a one-thread step of the 8 goes
+(~15.5 ms with both cores busy with other training): the matmuls ~8.5 ms (alone, these shapes reach 81-87 % of the
 512 x 512 matmul peak), Adam ~2.4 ms (one pass over weights, gradients and both averages:
 memory-bound), the other ~400 small ops and Python ~4.6 ms. ``precision="bf16"``
 autocasts the training forward pass only; weights, Adam and the validation pass stay fp32.

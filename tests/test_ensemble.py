@@ -232,3 +232,22 @@ def test_a_member_without_a_batch_keeps_its_weights_and_adam_state():
             assert not torch.equal(old[0], new[0])  # "long" has a batch at every step
             assert torch.equal(old[1], new[1]) == (step >= 2)  # "short" only at steps 0 and 1
     assert stack.steps.tolist() == [[3.0] * len(stack.params), [2.0] * len(stack.params)]
+
+
+def test_adam_averages_never_become_subnormal():
+    # A weight whose gradient is exactly 0 (a dead unit's): Adam's averages decay by beta per
+    # step and, unflushed, stick at float32's smallest subnormal, which makes x86 slow.
+    from sepvae.stack import FLUSH_EVERY
+
+    stack = Stack([member("a", "vae", "male", torch.arange(64), torch.arange(64, 80))], N_BINS, torch.device("cpu"))
+    grads = [torch.ones_like(p) for p in stack.params]
+    tiny = torch.finfo(torch.float32).tiny
+    with torch.no_grad():
+        stack.adam_step(grads, 0, fused=True)
+        for call in range(1, 40 * FLUSH_EVERY):  # 1279 steps: 0.9 ** 1279 ~ 1e-59
+            step = call % 4  # 4 batches an epoch: flushed at each epoch's end
+            stack.adam_step([torch.zeros_like(g) for g in grads], step, fused=True)
+            subnormal = sum(int(((t != 0) & (t.abs() < tiny)).sum()) for t in stack.exp_avg + stack.exp_avg_sq)
+            assert subnormal == 0, call
+    assert all(torch.equal(t, torch.zeros_like(t)) for t in stack.exp_avg)  # flushed, not stuck at 1.4e-45
+    assert all(bool((t > 0).all()) for t in stack.exp_avg_sq)  # 0.999 ** 1279 ~ 0.28: still there

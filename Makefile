@@ -33,7 +33,7 @@ data: setup
 mix: data
 	$(SEPVAE) mix --config $(CONFIG)
 
-# Training's stacked matmuls use both cores of an idle 2-core machine (1.4x one thread, make
+# Training's stacked matmuls use both cores of an idle 2-core machine (1.55x one thread, make
 # bench). Where another process holds a core, two threads train 3x slower than one: there
 # use TRAIN_CPUS=1 (or OMP_WAIT_POLICY=PASSIVE, which makes two threads cost little).
 TRAIN_CPUS ?= 2

@@ -41,10 +41,12 @@ train 1.83x faster as one stack than one at a time on one CPU thread (28.6k agai
 frames x models/s, 29 % of the one-thread matmul peak) and 2.83x on two threads with
 libgomp's default waiting; with ``OMP_WAIT_POLICY=PASSIVE`` two threads reach only 1.63x,
 as each ~1 ms step wakes the sleeping thread again. With another process on the second core
-two threads of any policy lose to one (``--num-cpus 1``). Where a one-thread step of the 8 goes
-(~15.5 ms with both cores busy with other training): the matmuls ~8.5 ms (alone, these shapes reach 81-87 % of the
-512 x 512 matmul peak), Adam ~2.4 ms (one pass over weights, gradients and both averages:
-memory-bound), the other ~400 small ops and Python ~4.6 ms. ``precision="bf16"``
+two threads of any policy lose to one (``--num-cpus 1``). Where a one-thread step of the
+8 goes (~15.5 ms with both cores busy with other training): the matmuls ~8.5 ms (alone,
+these shapes reach 81-87 % of the 512 x 512 matmul peak), Adam ~2.4 ms (one pass over
+weights, gradients and both averages: memory-bound), the other ~400 small ops and Python
+~4.6 ms. Adam's averages that would turn subnormal are flushed (``sepvae.stack``: late
+epochs ~40 % shorter on x86, the metrics unchanged). ``precision="bf16"``
 autocasts the training forward pass only; weights, Adam and the validation pass stay fp32.
 
 Random streams differ from the pre-ensemble ``train.fit``: there the sources of a job

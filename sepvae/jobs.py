@@ -176,8 +176,9 @@ def write_runs(runs: list[Path], trained: list[FolderFiles]) -> None:
 def training_jobs(todo: dict[Path, tuple[Method, TrainingData, int]], device: str) -> list[Job]:
     """The jobs that fill the run folders in ``todo`` (run folder -> a method it trains, the
     training data, the sample rate): one per group of model runs whose networks can stack
-    (layer and batch sizes: :func:`sepvae.stack.stack_key`), planned here on the driver, and
-    one per run of a method without networks (NMF), sharing each training data."""
+    (layer and batch sizes: :func:`sepvae.stack.stack_key`, and frequency bins), planned
+    here on the driver, and one per run of a method without networks (NMF), sharing each
+    training data."""
     from sepvae.stack import stack_key
 
     stacks: dict[tuple, dict[Path, RunPlan]] = {}
@@ -193,7 +194,9 @@ def training_jobs(todo: dict[Path, tuple[Method, TrainingData, int]], device: st
         if not plan.jobs:  # every checkpoint intact (an interrupted stage): only the marker is missing
             mark_done(run)
             continue
-        stacks.setdefault(stack_key(next(iter(plan.jobs.values()))[0]), {})[run] = plan
+        # Runs of one stack share one frame tensor: the same STFT bins, too (sweep-window).
+        key = (stack_key(next(iter(plan.jobs.values()))[0]), plan.inputs.shape[1])
+        stacks.setdefault(key, {})[run] = plan
     for plans in stacks.values():
         runs = list(plans)
         jobs.append(Job(train_stack, (list(plans.values()), tuple(map(scratch_name, runs)), device),

@@ -229,6 +229,8 @@ def train_plans(plans: list[RunPlan], device: str = "auto", on_epoch: EpochCallb
     sources = set(plans[0].targets)
     if any(set(plan.targets) != sources for plan in plans):
         raise SepvaeError(f"runs trained together must have the same sources, got {[sorted(p.targets) for p in plans]}")
+    if len({plan.inputs.shape[1] for plan in plans}) > 1:
+        raise SepvaeError(f"runs trained together must have the same frequency bins, got {[p.inputs.shape[1] for p in plans]}")
     # One frame tensor for all runs, each run's frames (as its networks see them) one after
     # the other; a member's indices point into its own run's part.
     all_inputs = torch.cat([plan.inputs for plan in plans]).to(torch_device)

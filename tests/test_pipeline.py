@@ -304,3 +304,26 @@ def test_stacked_training_uses_the_threads_its_job_declares(tiny_run, tmp_path, 
                         lambda *args, **kwargs: threads.append(torch.get_num_threads()) or fit_ensemble(*args, **kwargs))
     run_job(lambda progress: sepvae.train.train_plans([plan], "cpu"), 2, None)
     assert threads == [2]
+
+
+def test_runs_at_other_stft_settings_train_in_stacks_of_their_own(tiny_run, tmp_path):
+    """sweep-window: networks with other frequency bins cannot share a frame tensor."""
+    from sepvae.checkpoint import load_checkpoint
+    from sepvae.jobs import training_jobs
+    from sepvae.mixing import training_key
+    from sepvae.train import training_data
+    from tests.conftest import TINY_EXPERIMENT
+
+    _, paths, _, _ = tiny_run
+    settings = TINY_EXPERIMENT[: TINY_EXPERIMENT.index("[[methods]]")].replace("epochs = 2", "epochs = 1")
+    config = tmp_path / "window.toml"
+    config.write_text(settings + "".join(f'[[methods]]\nkind = "vae"\nlabel = "{s}"\nstft = {{ setting = "{s}" }}\n'
+                                         for s in ("D", "E")))
+    experiment = load_experiment(config)
+    layout = Layout(paths.corpus, paths.mixtures, tmp_path / "runs", tmp_path / "reports")
+    manifest = manifest_of(experiment, layout)
+    todo = {layout.model_run(m, training_key(manifest), 16000): (m, training_data(manifest, m.stft, 16000), 16000)
+            for m in experiment.methods}
+    assert len(training_jobs(todo, "cpu")) == 2
+    runs = train_all(experiment, layout, device="cpu")
+    assert sorted(load_checkpoint(runs[f"{s} (gender)"] / "male.pt")[0].scale.numel() for s in ("D", "E")) == [129, 257]

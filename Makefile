@@ -51,64 +51,42 @@ report: evaluate
 
 reproduce: report
 
+# The stages of one experiment file, for the targets below ($(1): its path).
+define stages
+	$(SEPVAE) mix --config $(1)
+	$(SEPVAE) train --config $(1) $(JOBS) --num-cpus $(TRAIN_CPUS)
+	$(SEPVAE) separate-set --config $(1) $(JOBS)
+	$(SEPVAE) evaluate --config $(1) $(JOBS)
+	$(SEPVAE) report --config $(1)
+endef
+
 # The shipped default model: trained on every speaker (experiments/pretrained.toml), chosen by
 # the unseen-speaker cross-validation (make unseen-augmented: the recipe with and without the
 # augmentation chosen on validation), its medians in the model card. The paper's beta-VAEs of
 # pretrained.toml are not candidates (not in that cross-validation): they are trained for the
 # seen-speaker comparison only.
-PRETRAINED := experiments/pretrained.toml
 pretrained: unseen-augmented
-	$(SEPVAE) mix --config $(PRETRAINED)
-	$(SEPVAE) train --config $(PRETRAINED) $(JOBS) --num-cpus $(TRAIN_CPUS)
-	$(SEPVAE) separate-set --config $(PRETRAINED)
-	$(SEPVAE) evaluate --config $(PRETRAINED)
-	$(SEPVAE) export-model --config $(PRETRAINED) --method best --name default --chosen-by experiments/unseen-augmented.toml
+	$(call stages,experiments/pretrained.toml)
+	$(SEPVAE) export-model --config experiments/pretrained.toml --method best --name default --chosen-by experiments/unseen-augmented.toml
 
 # Speaker-disjoint cross-validation: the headline test for unseen voices (README: How good is it).
 .PHONY: unseen
 unseen: data
-	$(SEPVAE) mix --config experiments/unseen-speakers.toml
-	$(SEPVAE) train --config experiments/unseen-speakers.toml $(JOBS) --num-cpus $(TRAIN_CPUS)
-	$(SEPVAE) separate-set --config experiments/unseen-speakers.toml
-	$(SEPVAE) evaluate --config experiments/unseen-speakers.toml
-	$(SEPVAE) report --config experiments/unseen-speakers.toml
+	$(call stages,experiments/unseen-speakers.toml)
 
-# Choosing the recipe without the test folds: nested validation inside fold 0's training speakers.
-.PHONY: unseen-tuning
-unseen-tuning: data
-	$(SEPVAE) mix --config experiments/unseen-tuning.toml
-	$(SEPVAE) train --config experiments/unseen-tuning.toml $(JOBS) --num-cpus $(TRAIN_CPUS)
-	$(SEPVAE) separate-set --config experiments/unseen-tuning.toml $(JOBS)
-	$(SEPVAE) evaluate --config experiments/unseen-tuning.toml $(JOBS)
-	$(SEPVAE) report --config experiments/unseen-tuning.toml
-
-# The recipe with the augmentation chosen on validation, on the cross-validation's folds.
-.PHONY: unseen-augmented
-unseen-augmented: data
-	$(SEPVAE) mix --config experiments/unseen-augmented.toml
-	$(SEPVAE) train --config experiments/unseen-augmented.toml $(JOBS) --num-cpus $(TRAIN_CPUS)
-	$(SEPVAE) separate-set --config experiments/unseen-augmented.toml $(JOBS)
-	$(SEPVAE) evaluate --config experiments/unseen-augmented.toml $(JOBS)
-	$(SEPVAE) report --config experiments/unseen-augmented.toml
-
-# Run-to-run spread: the beta-VAE with five seeds (README: Determinism).
-.PHONY: seeds
-seeds: data
-	$(SEPVAE) mix --config experiments/seeds.toml
-	$(SEPVAE) train --config experiments/seeds.toml $(JOBS) --num-cpus $(TRAIN_CPUS)
-	$(SEPVAE) separate-set --config experiments/seeds.toml
-	$(SEPVAE) evaluate --config experiments/seeds.toml
-	$(SEPVAE) report --config experiments/seeds.toml
+# Choosing the recipe without the test folds: nested validation inside fold 0's training
+# speakers (unseen-tuning); the recipe with the augmentation chosen there, on the
+# cross-validation's folds (unseen-augmented); run-to-run spread, the beta-VAE with five seeds
+# (seeds; README: Determinism).
+.PHONY: unseen-tuning unseen-augmented seeds
+unseen-tuning unseen-augmented seeds: data
+	$(call stages,experiments/$@.toml)
 
 # The paper's sweeps (experiments/README.md); each regenerates experiments/RESULTS.md.
 SWEEPS := sweep-window sweep-latent sweep-batch sweep-beta sweep-itl-latent compare-models
 .PHONY: sweeps results $(SWEEPS) $(SWEEPS:=-large)
 $(SWEEPS) $(SWEEPS:=-large): data
-	$(SEPVAE) mix --config experiments/$@.toml
-	$(SEPVAE) train --config experiments/$@.toml $(JOBS) --num-cpus $(TRAIN_CPUS)
-	$(SEPVAE) separate-set --config experiments/$@.toml $(JOBS)
-	$(SEPVAE) evaluate --config experiments/$@.toml $(JOBS)
-	$(SEPVAE) report --config experiments/$@.toml
+	$(call stages,experiments/$@.toml)
 	$(SEPVAE) results
 
 # The six sweeps, then their -large twins (the same models on ~100 test mixtures).

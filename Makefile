@@ -61,8 +61,8 @@ define stages
 endef
 
 # The shipped default model: trained on every speaker (experiments/pretrained.toml), chosen by
-# the unseen-speaker cross-validation (make unseen-augmented: the recipe with and without the
-# augmentation chosen on validation), its medians in the model card. The paper's beta-VAEs of
+# the unseen-speaker cross-validation (make unseen-augmented: the recipe alone and with each
+# change chosen on validation), its medians in the model card. The paper's beta-VAEs of
 # pretrained.toml are not candidates (not in that cross-validation): they are trained for the
 # seen-speaker comparison only.
 pretrained: unseen-augmented

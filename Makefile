@@ -76,10 +76,11 @@ unseen: data
 
 # Choosing the recipe without the test folds: nested validation inside fold 0's training
 # speakers (unseen-tuning); the recipe with the augmentation chosen there, on the
-# cross-validation's folds (unseen-augmented); run-to-run spread, the beta-VAE with five seeds
-# (seeds; README: Determinism).
-.PHONY: unseen-tuning unseen-augmented seeds
-unseen-tuning unseen-augmented seeds: data
+# cross-validation's folds (unseen-augmented); the recipe with one ingredient left out at a
+# time (unseen-ablation); run-to-run spread, the beta-VAE with five seeds (seeds; README:
+# Determinism).
+.PHONY: unseen-tuning unseen-augmented unseen-ablation seeds
+unseen-tuning unseen-augmented unseen-ablation seeds: data
 	$(call stages,experiments/$@.toml)
 
 # The paper's sweeps (experiments/README.md); each regenerates experiments/RESULTS.md.

@@ -208,6 +208,10 @@ class TrainConfig:
     # A common gain of each remixed mixture, uniform in +-this many dB: recordings come at
     # any level, and the networks' inputs are not level-invariant.
     remix_level_db: float = key_when_set(0.0)
+    # "bf16": the forward pass under bf16 autocast (weights, gradients and Adam stay float32):
+    # faster only where the device computes bf16 natively (GPUs, CPUs with AVX512-BF16/AMX),
+    # and it changes the trained weights, so it is part of a run's key.
+    precision: str = key_when_set("fp32")
 
     def __post_init__(self):
         for name in ("batch_size", "epochs", "patience"):
@@ -217,6 +221,7 @@ class TrainConfig:
         require(0 <= self.val_fraction < 1, "val_fraction", self.val_fraction, "in [0, 1)")
         require(self.normalization in ("bin", "global"), "normalization", self.normalization, "'bin' or 'global'")
         require(self.inputs in ("linear", "log1p"), "inputs", self.inputs, "'linear' or 'log1p'")
+        require(self.precision in ("fp32", "bf16"), "precision", self.precision, "'fp32' or 'bf16'")
         require(self.remix >= 0, "remix", self.remix, ">= 0")
         require(self.remix_gain_db >= 0, "remix_gain_db", self.remix_gain_db, ">= 0")
         for name in ("remix_speed", "remix_warp"):

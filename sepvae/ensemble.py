@@ -46,8 +46,9 @@ two threads of any policy lose to one (``--num-cpus 1``). Where a one-thread ste
 these shapes reach 81-87 % of the 512 x 512 matmul peak), Adam ~2.4 ms (one pass over
 weights, gradients and both averages: memory-bound), the other ~400 small ops and Python
 ~4.6 ms. Adam's averages that would turn subnormal are flushed (``sepvae.stack``: late
-epochs ~40 % shorter on x86, the metrics unchanged). ``precision="bf16"``
-autocasts the training forward pass only; weights, Adam and the validation pass stay fp32.
+epochs ~40 % shorter on x86, the metrics unchanged). Members whose ``[train] precision`` is
+``"bf16"`` (a stack has one precision) autocast the training forward pass only; weights,
+Adam and the validation pass stay fp32.
 
 Random streams differ from the pre-ensemble ``train.fit``: there the sources of a job
 shared one shuffle and one noise generator (the male model's draws advanced the female
@@ -60,7 +61,7 @@ API::
            targets_key, seed=None, init=None)
     group_members(members) -> list[list[Member]]      # which can share one pass
     fit_ensemble(members, inputs, targets, device=None, state_path=None, on_epoch=None,
-                 precision=None, job="") -> {name: (state_dict, history)}
+                 job="") -> {name: (state_dict, history)}
     merge_histories({name: history}) -> history of a job (the ``history.json`` format)
 
 How the training stage calls it (:func:`sepvae.train.train_plans`): every run still to train
@@ -92,7 +93,6 @@ from sepvae.losses import sample_prior
 from sepvae.stack import Member, Stack, group_members, stack_key  # noqa: F401  (Member, group_members: this module's API)
 
 EpochCallback = Callable[[str, int, int, dict], None]  # (job, epoch, epochs, logs)
-PRECISIONS = (None, "fp32", "bf16")
 _FUSED_ADAM_DEVICES = ("cpu", "cuda", "mps")
 _VALIDATION_CHUNK = 4096  # validation frames per member per stacked pass
 
@@ -118,7 +118,7 @@ def _check_inputs(members, inputs, targets) -> int:
         raise ValueError(f"member names must be unique, got {names}")
     if len({stack_key(m) for m in members}) != 1:
         raise ValueError(
-            "members of one stack need the same layer sizes and batch size; split them with "
+            "members of one stack need the same layer sizes, batch size and precision; split them with "
             "group_members"
         )
     for member in members:
@@ -178,14 +178,12 @@ def _validation_losses(stack: Stack, inputs: Tensor, targets: Tensor, keys: Tens
     return total / lengths
 
 
-def _autocast(device: torch.device, precision: str | None):
+def _autocast(device: torch.device, precision: str):
     """bf16 autocast for the forward pass where asked; the weights and Adam stay fp32."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; use fp32 or bf16")
     if precision != "bf16":
         return contextlib.nullcontext()
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise SepvaeError("--precision bf16 asked for, but this CUDA GPU has no bf16")
+        raise SepvaeError("train precision = 'bf16' asked for, but this CUDA GPU has no bf16")
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
@@ -196,7 +194,6 @@ def fit_ensemble(
     device: torch.device | str | None = None,
     state_path: Path | None = None,
     on_epoch: EpochCallback | None = None,
-    precision: str | None = None,
     job: str = "",
 ) -> dict[str, tuple[dict[str, Tensor], list[dict]]]:
     """Train ``members`` as one stacked pass; returns ``{name: (best state dict, history)}``.
@@ -206,7 +203,8 @@ def fit_ensemble(
     gets ``(job, epoch, most epochs of any member, logs)`` after each epoch with the logs of
     the members that trained in it. With ``state_path`` the full state is saved after every
     epoch and a run finding it resumes there, ending with the same weights as an
-    uninterrupted run. ``precision="bf16"`` runs the forward pass under bf16 autocast.
+    uninterrupted run. The members' ``train.precision`` ``"bf16"`` runs the forward pass
+    under bf16 autocast.
 
     Raises:
         ValueError: members that cannot share a stack, indices out of range, bad shapes.
@@ -217,7 +215,7 @@ def fit_ensemble(
     """
     n_bins = _check_inputs(members, inputs, targets)
     device = torch.device(device) if device is not None else inputs.device
-    autocast = _autocast(device, precision)
+    autocast = _autocast(device, members[0].train.precision)
     fused = device.type in _FUSED_ADAM_DEVICES
     batch = members[0].train.batch_size
     inputs = inputs.to(device)

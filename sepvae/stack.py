@@ -69,15 +69,15 @@ class Member:
 
 
 def stack_key(member: Member) -> tuple:
-    """Members with equal keys can share one pass: same layer sizes and batch size."""
+    """Members with equal keys can share one pass: same layer sizes, batch size and precision."""
     config = member.model
-    return (config.hidden, config.latent, config.decoder_hidden, member.train.batch_size)
+    return (config.hidden, config.latent, config.decoder_hidden, member.train.batch_size, member.train.precision)
 
 
 def group_members(members: list[Member]) -> list[list[Member]]:
     """Split ``members`` into groups that :func:`fit_ensemble` can train as one stack.
 
-    A stack needs one set of layer sizes and one batch size; kinds, seeds, data, learning
+    A stack needs one set of layer sizes, one batch size and one precision; kinds, seeds, data, learning
     rates, epochs and patience may differ within a group. Order is kept.
     """
     groups: dict[tuple, list[Member]] = {}

@@ -47,7 +47,6 @@ def fit(
     state_path: Path | None = None,
     on_epoch: EpochCallback | None = None,
     job: str = "",
-    precision: str | None = None,
 ) -> list[dict]:
     """Train ``models`` (source -> model) on ``train``; returns the job's per-epoch history.
 
@@ -67,7 +66,7 @@ def fit(
         for name, model in models.items()
     ]
     targets = {name: torch.cat([train.targets[name], valid.targets[name]]) for name in models}
-    results = fit_ensemble(members, inputs, targets, inputs.device, state_path, on_epoch, precision, job)
+    results = fit_ensemble(members, inputs, targets, inputs.device, state_path, on_epoch, job)
     for name, model in models.items():
         model.load_state_dict(results[name][0])
         model.eval()
@@ -215,8 +214,7 @@ def _held_out(mixture_index: np.ndarray, mask: np.ndarray, recipe: TrainConfig) 
     return job_mixtures[_split_mixtures(len(job_mixtures), recipe.val_fraction, recipe.seed)]
 
 
-def train_plans(plans: list[RunPlan], device: str = "auto", on_epoch: EpochCallback | None = None,
-                precision: str | None = None) -> None:
+def train_plans(plans: list[RunPlan], device: str = "auto", on_epoch: EpochCallback | None = None) -> None:
     """Train every job of every plan, as few stacked ensembles as the layer sizes, batch sizes
     and frame counts allow (runs of several methods, sweep points and folds train together),
     then write each run's checkpoints, histories and card."""
@@ -251,7 +249,7 @@ def train_plans(plans: list[RunPlan], device: str = "auto", on_epoch: EpochCallb
         state = plans[0].out.parent / f".stack-{config_hash(sorted(m.name for m in group), [str(p.out) for p in plans])}.pt"
         # On the CPU with the threads the job declares (--num-cpus; run_job sets them): the
         # stack's batched matmuls use a second core of an idle machine.
-        results.update(fit_ensemble(group, all_inputs, all_targets, torch_device, state, on_epoch, precision,
+        results.update(fit_ensemble(group, all_inputs, all_targets, torch_device, state, on_epoch,
                                     f"{label} ({len(group)} models)"))
         state.unlink(missing_ok=True)
     for plan in plans:

@@ -205,6 +205,10 @@ def test_fields_added_later_enter_a_runs_key_only_when_set():
 
     assert "remix_warp" not in key_dict(TrainConfig()) and "remix_level_db" not in key_dict(TrainConfig())
     assert key_dict(TrainConfig(remix=1, remix_warp=0.1))["remix_warp"] == 0.1
+    # bf16 training gives other weights: another run, the fp32 runs' keys unchanged.
+    assert "precision" not in key_dict(TrainConfig()) and key_dict(TrainConfig(precision="bf16"))["precision"] == "bf16"
+    with pytest.raises(SepvaeError, match="precision.*'fp32' or 'bf16'"):
+        TrainConfig(precision="fp16")
     # The paper's recipe keeps the key it had before these fields existed.
     assert set(key_dict(TrainConfig())) == {
         "batch_size", "epochs", "lr", "patience", "val_fraction", "seed", "normalization", "inputs", "remix", "remix_gain_db",

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -148,11 +149,19 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path):
 def test_bf16_autocast_trains_with_finite_losses():
     inputs, targets = frames()
     members = eight_members()[::2]  # one of each kind
-    result = fit_ensemble(members, inputs, targets, precision="bf16")
+    bf16 = [dataclasses.replace(m, train=dataclasses.replace(m.train, precision="bf16")) for m in members]
+    result = fit_ensemble(bf16, inputs, targets)
+    fp32 = fit_ensemble(members, inputs, targets)
     for m in members:
         weights, history = result[m.name]
         assert all(math.isfinite(h[m.name][k]) for h in history for k in ("loss", "recon", "reg", "val_recon"))
         assert all(w.dtype == torch.float32 for w in weights.values())
+        # The setting reaches the forward pass: other weights than float32's, but close to them.
+        first = history[0][m.name]["loss"]
+        assert first != fp32[m.name][1][0][m.name]["loss"]
+        assert first == pytest.approx(fp32[m.name][1][0][m.name]["loss"], rel=0.05)
+    # One precision per stack.
+    assert len(group_members(members + [dataclasses.replace(bf16[0], name="bf16")])) == 2
 
 
 def test_nan_guard_names_the_member_and_epoch():
@@ -179,8 +188,6 @@ def test_bad_members_and_shapes_are_refused():
         fit_ensemble([small], inputs[None], targets)
     with pytest.raises(ValueError, match="no targets 'child'"):
         fit_ensemble([member("x", "ae", "child", index, index)], inputs, targets)
-    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
-        fit_ensemble([small], inputs, targets, precision="fp16")
     with pytest.raises(ValueError, match="1-d integer tensor"):
         member("x", "ae", "male", index.float(), index)
 

@@ -5,11 +5,13 @@ batch 70, on synthetic frames (no TIMIT needed). Writes benchmarks/results/train
 
 - ``one_at_a_time``: each model in its own plain loop (build_model + torch.optim.Adam, the
   pre-ensemble path, on one CPU thread as ``sepvae train`` ran it);
-- ``ensemble``: all 8 in one :func:`sepvae.ensemble.fit_ensemble` stack, per thread count
-  (and with bf16 autocast);
-- ``speedup``: the best ensemble over one at a time, in frames x models per second;
+- ``ensemble``: all 8 in one :func:`sepvae.ensemble.fit_ensemble` stack, per thread count,
+  in float32 and with bf16 autocast;
+- ``speedup``: the best float32 ensemble over one at a time, in frames x models per second
+  (``speedup_bf16``: the best bf16 one, whose numbers differ from float32's);
 - each figure's share of the machine's measured dense-matmul FLOP/s at the same thread
-  count, with FLOPs counted honestly: per frame per model 3x the forward pass (forward +
+  count and precision (a bf16 variant against the bf16 matmul peak), with FLOPs counted
+  honestly: per frame per model 3x the forward pass (forward +
   backward through weights and activations) of its own layers (the zero-padded head
   columns of the AE and ITL-AE inside the stack are not counted).
 
@@ -57,8 +59,9 @@ def synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def matmul_flops_per_second(device: torch.device, size: int = 512, repeats: int = 20) -> float:
-    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+def matmul_flops_per_second(device: torch.device, size: int = 512, repeats: int = 20,
+                            dtype: torch.dtype = torch.float32) -> float:
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
     a @ b
     synchronize(device)
     start = time.perf_counter()
@@ -66,6 +69,15 @@ def matmul_flops_per_second(device: torch.device, size: int = 512, repeats: int 
         a @ b
     synchronize(device)
     return 2 * size**3 * repeats / (time.perf_counter() - start)
+
+
+def cpu_model() -> str:
+    """The CPU's name as Linux reports it ("" elsewhere): results from two machines differ."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
 
 
 @contextlib.contextmanager
@@ -79,10 +91,10 @@ def cpu_threads(device: torch.device, threads: int):
         torch.set_num_threads(before)
 
 
-def members(train_index: torch.Tensor, val_index: torch.Tensor) -> list[Member]:
+def members(train_index: torch.Tensor, val_index: torch.Tensor, precision: str = "fp32") -> list[Member]:
     return [
-        Member(f"{kind}-{source}", model_config({"name": kind}), TrainConfig(epochs=1), train_index, val_index,
-               source, seed=i)
+        Member(f"{kind}-{source}", model_config({"name": kind}), TrainConfig(epochs=1, precision=precision),
+               train_index, val_index, source, seed=i)
         for i, (kind, source) in enumerate((k, s) for k in KINDS for s in SOURCES)
     ]
 
@@ -117,22 +129,28 @@ def main() -> None:
     male, female = torch.rand(n, n_bins, generator=generator), torch.rand(n, n_bins, generator=generator)
     inputs, targets = (male + female).to(device), {"male": male.to(device), "female": female.to(device)}
     group = members(torch.arange(N_FRAMES), torch.arange(N_FRAMES, n))
+    group_bf16 = members(torch.arange(N_FRAMES), torch.arange(N_FRAMES, n), precision="bf16")
     flops = {m.name: 3 * linear_flops(build_model(m.model, n_bins)) for m in group}
     thread_counts = [1, 2] if device.type == "cpu" else [1]
-    peak = {threads: 0.0 for threads in thread_counts}
-    variants = {"one_at_a_time (1 thread)": (1, lambda: one_at_a_time(group, inputs, targets, device))}
-    for threads in thread_counts:
-        variants[f"ensemble ({threads} thread{'s' * (threads > 1)})"] = (
-            threads, lambda: fit_ensemble(group, inputs, targets, device))
-    variants["ensemble bf16 (1 thread)"] = (1, lambda: fit_ensemble(group, inputs, targets, device, precision="bf16"))
+    dtypes = {"float32": torch.float32, "bf16": torch.bfloat16}
+    peak = {(threads, precision): 0.0 for threads in thread_counts for precision in dtypes}
+    # name -> (threads, precision, run)
+    variants = {"one_at_a_time (1 thread)": (1, "float32", lambda: one_at_a_time(group, inputs, targets, device))}
+    for precision in dtypes:
+        for threads in thread_counts:
+            tag = "" if precision == "float32" else " bf16"
+            variants[f"ensemble{tag} ({threads} thread{'s' * (threads > 1)})"] = (
+                threads, precision,
+                lambda g=group if precision == "float32" else group_bf16: fit_ensemble(g, inputs, targets, device))
     seconds = {name: float("inf") for name in variants}
     for round_ in range(ROUNDS + 1):  # round 0 warms up (allocator, oneDNN kernels)
         # The peak is measured in every round too, and its best kept, so that a busy moment
         # of the shared machine lowers neither the peak nor a variant's speed alone.
-        for threads in thread_counts:
+        for threads, precision in peak:
             with cpu_threads(device, threads):
-                peak[threads] = max(peak[threads], matmul_flops_per_second(device))
-        for name, (threads, run) in variants.items():
+                peak[threads, precision] = max(peak[threads, precision],
+                                               matmul_flops_per_second(device, dtype=dtypes[precision]))
+        for name, (threads, _, run) in variants.items():
             with cpu_threads(device, threads):
                 synchronize(device)
                 start = time.perf_counter()
@@ -142,7 +160,8 @@ def main() -> None:
                     seconds[name] = min(seconds[name], time.perf_counter() - start)
     total_flops = sum(flops.values()) * N_FRAMES  # one epoch of every model
     results = {
-        "machine": {"processor": platform.processor() or platform.machine(), "cpu_threads": torch.get_num_threads(),
+        "machine": {"processor": platform.processor() or platform.machine(), "cpu_model": cpu_model(),
+                    "cpu_threads": torch.get_num_threads(),
                     "device": str(device), "torch": torch.__version__,
                     "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
         "models": [m.name for m in group],
@@ -151,25 +170,28 @@ def main() -> None:
         "batch_size": 70,
         "n_bins": n_bins,
         "training_flops_per_frame_per_model": {kind: flops[f"{kind}-male"] for kind in KINDS},
-        "matmul_flops_per_second": {f"{t}_thread{'s' * (t > 1)}": round(p) for t, p in peak.items()},
+        "matmul_flops_per_second": {f"{t}_thread{'s' * (t > 1)}" + ("" if d == "float32" else f"_{d}"): round(p)
+                                    for (t, d), p in peak.items()},
         "timing": f"best of {ROUNDS} interleaved rounds of one epoch (with validation) of all 8 models",
         "variants": {},
     }
-    for name, (threads, _) in variants.items():
+    for name, (threads, precision, _) in variants.items():
         achieved = total_flops / seconds[name]
         results["variants"][name] = {
             "seconds_per_epoch": round(seconds[name], 3),
             "frames_x_models_per_second": round(len(group) * N_FRAMES / seconds[name]),
-            "fraction_of_matmul_peak": round(achieved / peak[threads], 3),
+            "fraction_of_matmul_peak": round(achieved / peak[threads, precision], 3),
         }
         print(name, results["variants"][name])
     baseline = results["variants"]["one_at_a_time (1 thread)"]
-    fp32 = {k: v for k, v in results["variants"].items() if k.startswith("ensemble (")}
-    best = max(fp32, key=lambda k: fp32[k]["frames_x_models_per_second"])
-    results["ensemble"] = best
-    results["speedup"] = round(fp32[best]["frames_x_models_per_second"] / baseline["frames_x_models_per_second"], 2)
-    results["ensemble_fraction_of_matmul_peak"] = fp32[best]["fraction_of_matmul_peak"]
-    print("speedup", results["speedup"], "with", best)
+    for prefix, suffix in (("ensemble (", ""), ("ensemble bf16 (", "_bf16")):
+        runs = {k: v for k, v in results["variants"].items() if k.startswith(prefix)}
+        best = max(runs, key=lambda k: runs[k]["frames_x_models_per_second"])
+        results["ensemble" + suffix] = best
+        results["speedup" + suffix] = round(
+            runs[best]["frames_x_models_per_second"] / baseline["frames_x_models_per_second"], 2)
+        results["ensemble" + suffix + "_fraction_of_matmul_peak"] = runs[best]["fraction_of_matmul_peak"]
+        print("speedup" + suffix, results["speedup" + suffix], "with", best)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {OUT}")

@@ -128,20 +128,19 @@ def main() -> None:
     n = N_FRAMES + N_VALID
     male, female = torch.rand(n, n_bins, generator=generator), torch.rand(n, n_bins, generator=generator)
     inputs, targets = (male + female).to(device), {"male": male.to(device), "female": female.to(device)}
-    group = members(torch.arange(N_FRAMES), torch.arange(N_FRAMES, n))
-    group_bf16 = members(torch.arange(N_FRAMES), torch.arange(N_FRAMES, n), precision="bf16")
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}  # [train] precision -> matmul dtype
+    groups = {p: members(torch.arange(N_FRAMES), torch.arange(N_FRAMES, n), precision=p) for p in dtypes}
+    group = groups["fp32"]
     flops = {m.name: 3 * linear_flops(build_model(m.model, n_bins)) for m in group}
     thread_counts = [1, 2] if device.type == "cpu" else [1]
-    dtypes = {"float32": torch.float32, "bf16": torch.bfloat16}
     peak = {(threads, precision): 0.0 for threads in thread_counts for precision in dtypes}
     # name -> (threads, precision, run)
-    variants = {"one_at_a_time (1 thread)": (1, "float32", lambda: one_at_a_time(group, inputs, targets, device))}
-    for precision in dtypes:
+    variants = {"one_at_a_time (1 thread)": (1, "fp32", lambda: one_at_a_time(group, inputs, targets, device))}
+    for precision, ensemble in groups.items():
         for threads in thread_counts:
-            tag = "" if precision == "float32" else " bf16"
+            tag = "" if precision == "fp32" else f" {precision}"
             variants[f"ensemble{tag} ({threads} thread{'s' * (threads > 1)})"] = (
-                threads, precision,
-                lambda g=group if precision == "float32" else group_bf16: fit_ensemble(g, inputs, targets, device))
+                threads, precision, lambda ensemble=ensemble: fit_ensemble(ensemble, inputs, targets, device))
     seconds = {name: float("inf") for name in variants}
     for round_ in range(ROUNDS + 1):  # round 0 warms up (allocator, oneDNN kernels)
         # The peak is measured in every round too, and its best kept, so that a busy moment
@@ -170,7 +169,7 @@ def main() -> None:
         "batch_size": 70,
         "n_bins": n_bins,
         "training_flops_per_frame_per_model": {kind: flops[f"{kind}-male"] for kind in KINDS},
-        "matmul_flops_per_second": {f"{t}_thread{'s' * (t > 1)}" + ("" if d == "float32" else f"_{d}"): round(p)
+        "matmul_flops_per_second": {f"{t}_thread{'s' * (t > 1)}" + ("" if d == "fp32" else f"_{d}"): round(p)
                                     for (t, d), p in peak.items()},
         "timing": f"best of {ROUNDS} interleaved rounds of one epoch (with validation) of all 8 models",
         "variants": {},
@@ -184,8 +183,10 @@ def main() -> None:
         }
         print(name, results["variants"][name])
     baseline = results["variants"]["one_at_a_time (1 thread)"]
-    for prefix, suffix in (("ensemble (", ""), ("ensemble bf16 (", "_bf16")):
-        runs = {k: v for k, v in results["variants"].items() if k.startswith(prefix)}
+    for precision in dtypes:
+        suffix = "" if precision == "fp32" else f"_{precision}"
+        runs = {k: v for k, v in results["variants"].items()
+                if k.startswith("ensemble") and variants[k][1] == precision}
         best = max(runs, key=lambda k: runs[k]["frames_x_models_per_second"])
         results["ensemble" + suffix] = best
         results["speedup" + suffix] = round(

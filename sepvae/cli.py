@@ -117,7 +117,8 @@ def _per_label(progress, verb: str):
 
 # The stage commands' executor options; `with_executor` adds them to a command.
 EXECUTOR_OPTIONS = {
-    "executor": (str, typer.Option("local", "--executor", help="local: the jobs one after another in this process; ray: each job a Ray task (Ray is an optional extra, see README).")),
+    "executor": (str, typer.Option("local", "--executor", help="local: the jobs on this machine (--workers at once); ray: each job a Ray task (Ray is an optional extra, see README).")),
+    "workers": (Optional[int], typer.Option(None, "--workers", min=1, help="local: how many jobs run at once, each in a worker process (1: one after another in this process). Default: as many as the machine's CPUs hold jobs of --num-cpus.")),
     "address": (Optional[str], typer.Option(None, "--address", envvar="RAY_ADDRESS", help="Ray cluster to join; 'auto': the one `ray start --head` started on this machine. Default: a new local Ray.")),
     "num_cpus": (float, typer.Option(1.0, "--num-cpus", help="CPUs each job declares (and its torch and BLAS threads).")),
     "num_gpus": (float, typer.Option(0.0, "--num-gpus", help="GPUs each job declares (Ray places it on a node with them).")),
@@ -163,12 +164,14 @@ def _executor(options: dict, progress):
     def status(done, pending, failed, total):
         if not tasks:
             tasks.append(progress.add_task("jobs", total=total, info=""))
-        waiting = "running" if options["executor"] == "local" else "running or queued"
+        waiting = "running" if executor.workers == 1 else "running or queued"
         progress.update(tasks[0], completed=done + failed, total=total,
                         info=f"{done} done, {pending} {waiting}, {failed} failed")
 
     resources = Resources(options["num_cpus"], options["num_gpus"])
-    return make_executor(options["executor"], options["address"], resources, options["retries"], status)
+    executor = make_executor(options["executor"], options["address"], resources, options["retries"], status,
+                             options["workers"])
+    return executor
 
 
 def _console():

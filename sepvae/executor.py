@@ -1,4 +1,5 @@
-"""Where the stages' independent jobs run: in this process, or as tasks on a Ray cluster.
+"""Where the stages' independent jobs run: in this process, in worker processes of this
+machine, or as tasks on a Ray cluster.
 
 A :class:`Job` is a picklable description: a module-level function, its arguments, the
 resources it declares and one line saying what it is (``train vae (gender) [vae-gender-…]``),
@@ -6,7 +7,7 @@ plus a ``sink`` that stays on the driver. An executor runs the jobs and hands ea
 result to its sink *on the driver*, as the job finishes; a job that raises is retried
 ``retries`` times, then reported as a :class:`Failure` while the other jobs go on.
 
-Both executors call the same job functions the same way, so they make the same files: a
+The executors call the same job functions the same way, so they make the same files: a
 job function never writes the run layout (its sink does), and it runs with as many torch
 threads as CPUs it declares, because a matrix product's sums can differ in the last bit
 with the thread count. What the job functions are is :mod:`sepvae.jobs`'s business.
@@ -115,6 +116,8 @@ def run_job(fn: Callable[..., Any], threads: int, progress: Callable | None, *ar
 class Executor:
     """Runs jobs; ``map`` returns the failures (empty: every sink has its result)."""
 
+    workers: int | None = None  # jobs at once; None: a cluster's scheduler decides
+
     def __init__(self, resources: Resources = Resources(), retries: int = 0, status: Status | None = None):
         if retries < 0:
             raise SepvaeError(f"--retries must be >= 0, got {retries}")
@@ -140,17 +143,32 @@ class Executor:
 
 
 class LocalExecutor(Executor):
-    """One job after another in this process (the default; what sepvae always did)."""
+    """The jobs on this machine: with ``workers`` 1, one after another in this process (what
+    sepvae always did); with more, up to ``workers`` at once, each in a worker process.
+
+    Worker processes are spawned, not forked (a fork of a process whose torch or OpenMP
+    threads have run can deadlock), and live for one :meth:`map`. A job function's
+    ``progress`` calls come back to the driver through a queue and reach ``progress`` there,
+    so the progress bars are the same either way. A single job always runs in this process.
+    """
+
+    def __init__(self, resources: Resources = Resources(), retries: int = 0, status: Status | None = None,
+                 workers: int = 1):
+        super().__init__(resources, retries, status)
+        if workers < 1:
+            raise SepvaeError(f"--workers must be >= 1, got {workers}")
+        self.workers = workers
 
     def map(self, jobs: Sequence[Job], progress: Callable | None = None) -> list[Failure]:
+        if self.workers > 1 and len(jobs) > 1:
+            return self._map_in_workers(jobs, progress)
         failures: list[Failure] = []
         for started, job in enumerate(jobs):
             self._report(started - len(failures), 1, len(failures), len(jobs))
-            args = tuple(a.value if isinstance(a, Shared) else a for a in job.args)
             threads = (job.resources or self.resources).threads
             for attempt in range(self.retries + 1):
                 try:
-                    result = run_job(job.fn, threads, progress, *args)
+                    result = run_job(job.fn, threads, progress, *_values(job.args))
                     break
                 except Exception as exc:  # any error of one job is reported; the others go on
                     error = exc
@@ -162,6 +180,96 @@ class LocalExecutor(Executor):
                 failures.append(failure)
         self._report(len(jobs) - len(failures), 0, len(failures), len(jobs))
         return failures
+
+    def _map_in_workers(self, jobs: Sequence[Job], progress: Callable | None) -> list[Failure]:
+        import multiprocessing
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+        context = multiprocessing.get_context("spawn")
+        messages = context.SimpleQueue()  # (progress arguments) from the workers' jobs
+
+        def forward():
+            while not messages.empty():
+                arguments = messages.get()
+                if progress:
+                    progress(*arguments)
+
+        pool = ProcessPoolExecutor(min(self.workers, len(jobs)), mp_context=context,
+                                   initializer=_start_worker, initargs=(messages,))
+
+        def submit(job: Job):
+            threads = (job.resources or self.resources).threads
+            return pool.submit(run_job, job.fn, threads, _forward_progress, *_values(job.args))
+
+        running = {submit(job): (job, 0) for job in jobs}
+        failures: list[Failure] = []
+        done = 0
+        try:
+            while running:
+                self._report(done, len(running), len(failures), len(jobs))
+                finished, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
+                forward()
+                for future in finished:
+                    job, attempt = running.pop(future)
+                    try:
+                        result = future.result()
+                    except Exception as exc:  # the job's own error, or its worker died (BrokenProcessPool)
+                        if attempt < self.retries and not _broken(exc):
+                            running[submit(job)] = (job, attempt + 1)
+                        else:
+                            failures.append(Failure(job, one_line(exc)))
+                        continue
+                    failure = self._sink(job, result)
+                    if failure:
+                        failures.append(failure)
+                    else:
+                        done += 1
+            forward()
+        except BaseException:  # Ctrl-C, SIGTERM: the workers hold nothing the driver must keep
+            pool.shutdown(wait=False, cancel_futures=True)
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()
+            raise
+        pool.shutdown()
+        self._report(done, 0, len(failures), len(jobs))
+        return failures
+
+
+# A worker process's queue back to the driver (set when the worker starts).
+_PROGRESS_QUEUE = None
+
+
+def _start_worker(queue) -> None:
+    import signal
+
+    global _PROGRESS_QUEUE
+    _PROGRESS_QUEUE = queue
+    # Ctrl-C reaches the whole process group: the driver stops the workers, they do not
+    # each print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _forward_progress(*arguments) -> None:
+    """A job function's progress call in a worker: sent to the driver."""
+    _PROGRESS_QUEUE.put(arguments)
+
+
+def _broken(exc: BaseException) -> bool:
+    from concurrent.futures.process import BrokenProcessPool
+
+    return isinstance(exc, BrokenProcessPool)
+
+
+def _values(args: tuple) -> tuple:
+    return tuple(a.value if isinstance(a, Shared) else a for a in args)
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity, e.g. a container's or taskset's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 class RayExecutor(Executor):
@@ -240,10 +348,15 @@ def import_ray():
 
 
 def make_executor(kind: str = "local", address: str | None = None, resources: Resources = Resources(),
-                  retries: int = 0, status: Status | None = None) -> Executor:
-    """The executor ``--executor`` names."""
+                  retries: int = 0, status: Status | None = None, workers: int | None = 1) -> Executor:
+    """The executor ``--executor`` names. ``workers`` (local only): jobs at once; None: as
+    many as this machine's CPUs hold jobs of ``resources`` (at least 1)."""
     if kind == "local":
-        return LocalExecutor(resources, retries, status)
+        if workers is None:
+            workers = max(1, available_cpus() // resources.threads)
+        return LocalExecutor(resources, retries, status, workers)
     if kind == "ray":
+        if workers not in (None, 1):
+            raise SepvaeError("--workers is for --executor local; a Ray cluster runs as many tasks as its CPUs hold (--num-cpus each)")
         return RayExecutor(address, resources, retries, status)
     raise SepvaeError(f"unknown executor {kind!r}; use local or ray")

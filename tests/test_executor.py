@@ -2,6 +2,7 @@
 raises is retried, then reported in one line while the others finish; reruns submit only
 what is missing. The Ray tests share one local Ray (2 CPUs) for the module."""
 
+import os
 import shutil
 import sys
 import tempfile
@@ -96,6 +97,28 @@ def test_ray_makes_the_local_executors_files(project, ray_cluster):
     assert statuses == []
 
 
+def test_local_workers_make_the_same_files_and_forward_progress(project):
+    """--workers 2: the jobs in two spawned processes, the same files as one after another in
+    this process; the job functions' progress calls reach the driver's callback."""
+    root, layout = project
+    experiment = load_experiment(root / "ok.toml")
+    alone, together = _elsewhere(layout, "alone"), _elsewhere(layout, "workers")
+    metrics = _stages(experiment, alone)
+    statuses, scored = [], []
+    executor = make_executor("local", status=lambda *counts: statuses.append(counts), workers=2)
+    train_all(experiment, together, device="cpu", executor=executor)
+    separate_all(experiment, together, executor=executor)
+    statuses.clear()
+    progress = lambda label, done, total: scored.append((label, done, total))  # noqa: E731
+    assert evaluate_all(experiment, together, progress, executor).read_bytes() == metrics.read_bytes()
+    assert (0, 4, 0, 4) in statuses and statuses[-1] == (4, 0, 0, 4)  # the 4 score jobs submitted at once
+    assert _files(together.runs) == _files(alone.runs)
+    n_test = experiment.mix.n_test
+    for label in ("mixture", "oracle-irm", "nmf", "vae"):  # every mixture of every score job, in order
+        assert [done for name, done, total in scored if name == label] == list(range(1, n_test + 1)), label
+    assert {total for _, _, total in scored} == {n_test}
+
+
 def test_a_failed_job_is_reported_in_one_line_and_the_others_finish(project, ray_cluster, monkeypatch):
     root, layout = project
     monkeypatch.chdir(root)
@@ -129,8 +152,8 @@ def _attempt(log: Path, fail_first: int, value: int, progress=None) -> int:
     return value
 
 
-@pytest.mark.parametrize("kind", ["local", "ray"])
-def test_retries_then_one_line_per_failure(kind, tmp_path, request):
+@pytest.mark.parametrize("kind, workers", [("local", 1), ("local", 2), ("ray", None)])
+def test_retries_then_one_line_per_failure(kind, workers, tmp_path, request):
     if kind == "ray":
         request.getfixturevalue("ray_cluster")
     results = []
@@ -138,7 +161,7 @@ def test_retries_then_one_line_per_failure(kind, tmp_path, request):
         Job(_attempt, (tmp_path / f"{name}.log", fail_first, value), f"job {name} [key-{name}]", results.append)
         for name, fail_first, value in (("steady", 0, 1), ("flaky", 1, 2), ("broken", 9, 3), ("last", 0, 4))
     ]
-    failures = make_executor(kind, retries=1).map(jobs)
+    failures = make_executor(kind, retries=1, workers=workers).map(jobs)
     assert [str(f) for f in failures] == ["job broken [key-broken]: ValueError: broken on purpose (broken.log)"]
     assert sorted(results) == [1, 2, 4]
     attempts = {name: len((tmp_path / f"{name}.log").read_text().splitlines()) for name in ("steady", "flaky", "broken")}
@@ -150,6 +173,31 @@ def test_jobs_failed_is_one_error_line_per_job():
     failures = LocalExecutor().map([job])  # _attempt without its arguments: a TypeError
     assert len(failures) == 1 and str(failures[0]).startswith("train vae (gender) [vae-gender-abc123]: TypeError: ")
     assert str(JobsFailed(failures)).count("\n") == 1
+
+
+def _exit_abruptly(code: int, progress=None) -> None:
+    os._exit(code)  # as a worker killed by the OOM killer or a crash in native code
+
+
+def test_a_worker_that_dies_is_a_failure_not_a_hang(tmp_path):
+    """A dead worker breaks the pool: its job, and any not finished then, are failures (a rerun
+    does only what is missing), and map returns; no job is lost."""
+    results = []
+    jobs = [Job(_exit_abruptly, (3,), "job dies [key-dies]", results.append),
+            Job(_attempt, (tmp_path / "other.log", 0, 1), "job other [key-other]", results.append)]
+    failures = LocalExecutor(workers=2, retries=1).map(jobs)
+    dies = [str(f) for f in failures if f.job is jobs[0]]
+    assert len(dies) == 1 and dies[0].startswith("job dies [key-dies]: BrokenProcessPool: ")
+    assert len(failures) + len(results) == 2 and results in ([], [1])
+
+
+def test_bad_worker_counts_are_one_line_errors():
+    with pytest.raises(SepvaeError, match=r"^--workers must be >= 1, got 0$"):
+        make_executor("local", workers=0)
+    with pytest.raises(SepvaeError, match=r"^--workers is for --executor local; "):
+        make_executor("ray", workers=2)
+    result = runner.invoke(app, ["evaluate", "-c", "any.toml", "--workers", "0"])
+    assert result.exit_code == 2 and "--workers" in result.output
 
 
 def test_without_ray_the_error_says_how_to_install_it(monkeypatch):

@@ -10,8 +10,9 @@ TIMIT_ROOT ?= $(if $(wildcard $(SHARED_TIMIT)/dr1-fvmh0),$(SHARED_TIMIT),)
 export TIMIT_ROOT
 CONFIG ?= experiments/reproduce.toml
 SEPVAE := $(BIN)/sepvae
-# Where train, separate and evaluate run their jobs: local, or ray (README: Running on a Ray
-# cluster; the cluster is $RAY_ADDRESS, e.g. `RAY_ADDRESS=auto make sweeps EXECUTOR=ray`).
+# Where train, separate and evaluate run their jobs: local (as many at once as the CPUs hold),
+# or ray (README: Running jobs in parallel; the cluster is $RAY_ADDRESS, e.g.
+# `RAY_ADDRESS=auto make sweeps EXECUTOR=ray`).
 EXECUTOR ?= local
 JOBS := --executor $(EXECUTOR)
 

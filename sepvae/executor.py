@@ -126,20 +126,24 @@ class Executor:
         self.status = status
 
     def map(self, jobs: Sequence[Job], progress: Callable | None = None) -> list[Failure]:
-        """Run ``jobs``; ``progress`` is passed to job functions that run in this process
-        (training epochs, mixtures separated); on a worker they get None."""
+        """Run ``jobs``; the job functions' ``progress`` calls (training epochs, mixtures
+        separated) reach ``progress`` on the driver, from this process or a local worker;
+        on a Ray worker they get None."""
         raise NotImplementedError
 
     def _report(self, done: int, pending: int, failed: int, total: int) -> None:
         if self.status and total:
             self.status(done, pending, failed, total)
 
-    def _sink(self, job: Job, result: Any) -> Failure | None:
+    def _deliver(self, job: Job, result: Any, failures: list[Failure]) -> bool:
+        """Hand ``result`` to the job's sink on the driver; False, and a failure, if it
+        refuses it."""
         try:
             job.sink(result)
         except SepvaeError as exc:
-            return Failure(job, one_line(exc))
-        return None
+            failures.append(Failure(job, one_line(exc)))
+            return False
+        return True
 
 
 class LocalExecutor(Executor):
@@ -175,9 +179,7 @@ class LocalExecutor(Executor):
             else:
                 failures.append(Failure(job, one_line(error)))
                 continue
-            failure = self._sink(job, result)
-            if failure:
-                failures.append(failure)
+            self._deliver(job, result, failures)
         self._report(len(jobs) - len(failures), 0, len(failures), len(jobs))
         return failures
 
@@ -219,11 +221,7 @@ class LocalExecutor(Executor):
                         else:
                             failures.append(Failure(job, one_line(exc)))
                         continue
-                    failure = self._sink(job, result)
-                    if failure:
-                        failures.append(failure)
-                    else:
-                        done += 1
+                    done += self._deliver(job, result, failures)
             forward()
         except BaseException:  # Ctrl-C, SIGTERM: the workers hold nothing the driver must keep
             pool.shutdown(wait=False, cancel_futures=True)
@@ -304,11 +302,7 @@ class RayExecutor(Executor):
                 except Exception as exc:  # ray.exceptions.RayTaskError, WorkerCrashedError, ...
                     failures.append(Failure(job, one_line(exc)))
                     continue
-                failure = self._sink(job, result)
-                if failure:
-                    failures.append(failure)
-                else:
-                    done += 1
+                done += self._deliver(job, result, failures)
         except KeyboardInterrupt:
             for ref in pending:
                 ray.cancel(ref, force=True)

@@ -74,6 +74,7 @@ class Finding:
 UNSEEN = "unseen-speakers"
 TUNING = "unseen-tuning"
 AUGMENTED = "unseen-augmented"
+PERTURBATION = "unseen-perturbation"
 ABLATION = "unseen-ablation"
 
 
@@ -172,7 +173,7 @@ FINDINGS: tuple[Finding, ...] = (
             "Of the mask exponents 1.5, 2 and 3 at inference, 2 gives the best SDR on validation speakers.",
             (Comparison("sdr", "a>b", "recipe", "recipe p1.5"), Comparison("sdr", "a>b", "recipe", "recipe p3")),
             ours=True),
-    Finding(AUGMENTED, "speaker augmentation helps on unseen voices",
+    Finding(PERTURBATION, "speaker augmentation helps on unseen voices",
             "Spectral tilt (+-6 dB) and speed (+-5 %) perturbation of the remixed training sources, chosen on "
             "validation speakers, raise the SDR on the unseen-speaker cross-validation.",
             (Comparison("sdr", "a>b", "augmented", "recipe level"),), ours=True),

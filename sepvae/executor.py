@@ -224,9 +224,14 @@ class LocalExecutor(Executor):
                     done += self._deliver(job, result, failures)
             forward()
         except BaseException:  # Ctrl-C, SIGTERM: the workers hold nothing the driver must keep
-            pool.shutdown(wait=False, cancel_futures=True)
-            for process in list(getattr(pool, "_processes", {}).values()):
+            # The pool has no public way to stop running jobs; its process table is gone
+            # after shutdown, so take it first.
+            workers = list((pool._processes or {}).values())
+            for process in workers:
                 process.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            for process in workers:
+                process.join(timeout=5)
             raise
         pool.shutdown()
         self._report(done, 0, len(failures), len(jobs))

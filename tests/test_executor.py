@@ -6,6 +6,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -189,6 +190,27 @@ def test_a_worker_that_dies_is_a_failure_not_a_hang(tmp_path):
     dies = [str(f) for f in failures if f.job is jobs[0]]
     assert len(dies) == 1 and dies[0].startswith("job dies [key-dies]: BrokenProcessPool: ")
     assert len(failures) + len(results) == 2 and results in ([], [1])
+
+
+def _busy(seconds: float, progress=None) -> None:
+    progress("busy", 0, 1)
+    time.sleep(seconds)
+
+
+def test_ctrl_c_stops_the_workers():
+    """An interrupt on the driver (here: raised by its progress callback) ends map at once and
+    leaves no worker process behind."""
+    import multiprocessing
+
+    def interrupt(*arguments):
+        raise KeyboardInterrupt
+
+    jobs = [Job(_busy, (60,), f"job {k} [key-{k}]", print) for k in range(3)]
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        LocalExecutor(workers=2).map(jobs, interrupt)
+    assert time.monotonic() - started < 30
+    assert multiprocessing.active_children() == []
 
 
 def test_bad_worker_counts_are_one_line_errors():

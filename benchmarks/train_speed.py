@@ -71,6 +71,11 @@ def matmul_flops_per_second(device: torch.device, size: int = 512, repeats: int 
     return 2 * size**3 * repeats / (time.perf_counter() - start)
 
 
+def marked(precision: str, separator: str) -> str:
+    """How a name or JSON key shows its precision: float32 unmarked (the keys it always had)."""
+    return "" if precision == "fp32" else separator + precision
+
+
 def cpu_model() -> str:
     """The CPU's name as Linux reports it ("" elsewhere): results from two machines differ."""
     try:
@@ -138,8 +143,7 @@ def main() -> None:
     variants = {"one_at_a_time (1 thread)": (1, "fp32", lambda: one_at_a_time(group, inputs, targets, device))}
     for precision, ensemble in groups.items():
         for threads in thread_counts:
-            tag = "" if precision == "fp32" else f" {precision}"
-            variants[f"ensemble{tag} ({threads} thread{'s' * (threads > 1)})"] = (
+            variants[f"ensemble{marked(precision, ' ')} ({threads} thread{'s' * (threads > 1)})"] = (
                 threads, precision, lambda ensemble=ensemble: fit_ensemble(ensemble, inputs, targets, device))
     seconds = {name: float("inf") for name in variants}
     for round_ in range(ROUNDS + 1):  # round 0 warms up (allocator, oneDNN kernels)
@@ -169,7 +173,7 @@ def main() -> None:
         "batch_size": 70,
         "n_bins": n_bins,
         "training_flops_per_frame_per_model": {kind: flops[f"{kind}-male"] for kind in KINDS},
-        "matmul_flops_per_second": {f"{t}_thread{'s' * (t > 1)}" + ("" if d == "fp32" else f"_{d}"): round(p)
+        "matmul_flops_per_second": {f"{t}_thread{'s' * (t > 1)}{marked(d, '_')}": round(p)
                                     for (t, d), p in peak.items()},
         "timing": f"best of {ROUNDS} interleaved rounds of one epoch (with validation) of all 8 models",
         "variants": {},
@@ -184,7 +188,7 @@ def main() -> None:
         print(name, results["variants"][name])
     baseline = results["variants"]["one_at_a_time (1 thread)"]
     for precision in dtypes:
-        suffix = "" if precision == "fp32" else f"_{precision}"
+        suffix = marked(precision, "_")
         runs = {k: v for k, v in results["variants"].items()
                 if k.startswith("ensemble") and variants[k][1] == precision}
         best = max(runs, key=lambda k: runs[k]["frames_x_models_per_second"])

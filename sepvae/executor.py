@@ -131,6 +131,10 @@ class Executor:
         on a Ray worker they get None."""
         raise NotImplementedError
 
+    def _resources(self, job: Job) -> Resources:
+        """What ``job`` declares, else the executor's default."""
+        return job.resources or self.resources
+
     def _report(self, done: int, pending: int, failed: int, total: int) -> None:
         if self.status and total:
             self.status(done, pending, failed, total)
@@ -169,7 +173,7 @@ class LocalExecutor(Executor):
         failures: list[Failure] = []
         for started, job in enumerate(jobs):
             self._report(started - len(failures), 1, len(failures), len(jobs))
-            threads = (job.resources or self.resources).threads
+            threads = self._resources(job).threads
             for attempt in range(self.retries + 1):
                 try:
                     result = run_job(job.fn, threads, progress, *_values(job.args))
@@ -186,6 +190,7 @@ class LocalExecutor(Executor):
     def _map_in_workers(self, jobs: Sequence[Job], progress: Callable | None) -> list[Failure]:
         import multiprocessing
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+        from concurrent.futures.process import BrokenProcessPool
 
         context = multiprocessing.get_context("spawn")
         messages = context.SimpleQueue()  # (progress arguments) from the workers' jobs
@@ -200,7 +205,7 @@ class LocalExecutor(Executor):
                                    initializer=_start_worker, initargs=(messages,))
 
         def submit(job: Job):
-            threads = (job.resources or self.resources).threads
+            threads = self._resources(job).threads
             return pool.submit(run_job, job.fn, threads, _forward_progress, *_values(job.args))
 
         running = {submit(job): (job, 0) for job in jobs}
@@ -216,7 +221,7 @@ class LocalExecutor(Executor):
                     try:
                         result = future.result()
                     except Exception as exc:  # the job's own error, or its worker died (BrokenProcessPool)
-                        if attempt < self.retries and not _broken(exc):
+                        if attempt < self.retries and not isinstance(exc, BrokenProcessPool):
                             running[submit(job)] = (job, attempt + 1)
                         else:
                             failures.append(Failure(job, one_line(exc)))
@@ -255,12 +260,6 @@ def _start_worker(queue) -> None:
 def _forward_progress(*arguments) -> None:
     """A job function's progress call in a worker: sent to the driver."""
     _PROGRESS_QUEUE.put(arguments)
-
-
-def _broken(exc: BaseException) -> bool:
-    from concurrent.futures.process import BrokenProcessPool
-
-    return isinstance(exc, BrokenProcessPool)
 
 
 def _values(args: tuple) -> tuple:
@@ -329,7 +328,7 @@ class RayExecutor(Executor):
 
         refs = {}
         for job in jobs:
-            resources = job.resources or self.resources
+            resources = self._resources(job)
             task = self._task.options(
                 num_cpus=resources.num_cpus, num_gpus=resources.num_gpus, max_retries=self.retries,
                 retry_exceptions=True, name=job.description[:100],

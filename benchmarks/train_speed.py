@@ -35,7 +35,7 @@ from sepvae.config import StftConfig, TrainConfig, model_config
 from sepvae.methods import METHODS
 
 # The networks reproduce.toml trains on mixtures (the stacked ones; vae-fit trains on clean speech).
-KINDS = tuple(kind for kind, entry in METHODS.items() if entry.plan is not None)
+KINDS = tuple(kind for kind, entry in METHODS.items() if entry.plan is not None and not entry.fits)
 from sepvae.device import pick_device
 from sepvae.ensemble import Member, fit_ensemble
 from sepvae.models import build_model

@@ -123,8 +123,7 @@ def train_stack(plans: list[RunPlan], scratch_keys: tuple[str, ...], device: str
 
 def train_run(method: Method, data: TrainingData, scratch_key: str, sample_rate: int, device: str,
               progress: Callable | None = None) -> FolderFiles:
-    """Train a run by its registry entry's ``train`` (NMF; vae-fit's clean-speech VAEs, one network
-    at a time) in a scratch folder; return its files."""
+    """Train a run by its registry entry's ``train`` (NMF) in a scratch folder; return its files."""
     scratch = _scratch(scratch_key)
     method.entry.train(method, data, scratch, sample_rate, device, progress)
     files = _collect(scratch)

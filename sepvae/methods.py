@@ -171,10 +171,10 @@ def _plan_models(method: Method, data: TrainingData, out: Path, sample_rate: int
     return plan_models(method, data, out, sample_rate)
 
 
-def _train_clean_models(method: Method, data: TrainingData, out: Path, sample_rate: int, device: str, on_epoch) -> None:
-    from sepvae.train import train_clean_models
+def _plan_clean_models(method: Method, data: TrainingData, out: Path, sample_rate: int):
+    from sepvae.train import plan_clean_models
 
-    train_clean_models(method, data, out, sample_rate, device, on_epoch)
+    return plan_clean_models(method, data, out, sample_rate)
 
 
 def _latent_fit(card) -> Callable:
@@ -261,7 +261,7 @@ _ITL_FIELDS = ("divergence", "prior", "kernel_sigma", "itl_lambda")
 
 def _fit_entry(kind: str, description: str, **defaults: Any) -> MethodEntry:
     return MethodEntry(
-        kind, description, ModelMask, train=_train_clean_models, run_fields=_fit_fields(*_VAE_FIELDS),
+        kind, description, ModelMask, plan=_plan_clean_models, run_fields=_fit_fields(*_VAE_FIELDS),
         has_model=True, model_defaults=defaults, estimator=_latent_fit,
     )
 

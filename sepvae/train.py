@@ -154,7 +154,7 @@ class RunPlan:
     method: Method
     out: Path
     card: ModelCard
-    normalization: Normalization
+    normalizations: dict[str, Normalization]  # model -> what its network sees
     inputs: Tensor  # (frames, bins)
     targets: dict[str, Tensor]  # source class -> (frames, bins)
     jobs: dict[str, list[Member]]  # job (gender mode: "all"; speaker mode: a speaker) -> its models
@@ -204,7 +204,7 @@ def plan_models(method: Method, data: TrainingData | Path, out: Path, sample_rat
                    init=build_model(method.model, n_bins).state_dict())
             for name in sorted(masks)
         ]
-    return RunPlan(method, out, card, normalization, normalization.inputs(frames.mixture),
+    return RunPlan(method, out, card, {name: normalization for name in card.sources}, normalization.inputs(frames.mixture),
                    {k: normalization.targets(v) for k, v in frames.sources.items()}, planned)
 
 
@@ -259,7 +259,7 @@ def train_plans(plans: list[RunPlan], device: str = "auto", on_epoch: EpochCallb
             for member, name in names.items():
                 network = build_model(plan.method.model, plan.card.n_bins)
                 network.load_state_dict(results[name][0])
-                models[member] = plan.normalization.model(network.eval())
+                models[member] = plan.normalizations[member].model(network.eval())
             save_checkpoints(plan.out, models, plan.card)
             history = merge_histories({member: results[name][1] for member, name in names.items()})
             write_text(plan.out / ("history.json" if job == "all" else f"history-{job}.json"),
@@ -316,48 +316,44 @@ def train_nmf(method: Method, data: TrainingData | Path, out: Path, sample_rate:
     add_files(out, card.replace(model=None), {"nmf.pt": lambda tmp: save_tensors(dictionaries, tmp)})
 
 
-def train_clean_models(method: Method, data: TrainingData | Path, out: Path, sample_rate: int = 16_000,
-                       device: str = "auto", on_epoch: EpochCallback | None = None) -> None:
-    """Train a fitting method's source models (:mod:`sepvae.fitting`) into run folder ``out``.
+def plan_clean_models(method: Method, data: TrainingData | Path, out: Path, sample_rate: int = 16_000) -> RunPlan:
+    """What training a fitting method's source models (:mod:`sepvae.fitting`) into run folder
+    ``out`` takes; writes the folder's card.
 
     Each model learns its source's clean frames: input and target are the same normalized
     source frame, so no mixture pairing is needed. The frames are the sources of the
     manifest's training mixtures (with the gains mixing gave them; in speaker mode, a
-    speaker's frames), normalized by the source's own per-bin RMS. One :func:`fit` per model,
-    as no two models share an input, with the validation mixtures held out as in
-    :func:`train_models`; ``history-<model>.json`` each. A model already in ``out`` and
-    matching its card is not trained again.
+    speaker's frames), normalized by the source's own RMS per bin. Every model is a job of
+    its own, with its own part of the plan's frames and the validation mixtures held out as in
+    :func:`plan_models`; the training stage stacks them with the other runs' networks. A model
+    already in ``out`` and matching its card is left out.
     """
-    from sepvae.device import pick_device, single_cpu_thread
-    from sepvae.models import SourceModel
-
     if method.model is None:
         raise SepvaeError(f"method {method.label!r} ({method.kind}) has no model to train")
     out.mkdir(parents=True, exist_ok=True)
-    torch_device = pick_device(device)
     data = _data(method, data, sample_rate)
     frames = data.frames
-    members = {name: mask for job in training_jobs(frames, method.source_mode).values() for name, mask in job.items()}
+    n_bins = frames.mixture.shape[1]
+    masks = {name: mask for job in training_jobs(frames, method.source_mode).values() for name, mask in job.items()}
     fit_config = method.fit or FitConfig()  # explicit in the card: what `sepvae separate` will do
-    card = _card(method, data, sample_rate, frames.mixture.shape[1], tuple(sorted(members))).replace(fit=fit_config)
+    card = _card(method, data, sample_rate, n_bins, tuple(sorted(masks))).replace(fit=fit_config)
     if read_card(out) is None:
         write_card(out, card)
-    for name, mask in sorted(members.items()):
+    normalizations, parts, planned, offset = {}, [], {}, 0
+    for name, mask in sorted(masks.items()):
+        source = frames.subset(mask).sources[_source_of(frames, name)]
+        normalizations[name] = Normalization(fit_scale(source))
         if _intact(out, card.weights_file(name)):
             continue
-        source = frames.subset(mask).sources[_source_of(frames, name)]
-        scale = fit_scale(source)
-        mixture_index = frames.mixture_index[mask]
-        is_val = np.isin(mixture_index, _held_out(frames.mixture_index, mask, method.train))
+        is_val = np.isin(frames.mixture_index[mask], _held_out(frames.mixture_index, mask, method.train))
         # One mixture only (a rare speaker): validate on what it trains on.
-        parts = [(source / scale)[torch.from_numpy(np.flatnonzero(part))].to(torch_device)
-                 for part in (~is_val, is_val if is_val.any() else ~is_val)]
-        torch.manual_seed(method.train.seed)
-        model = build_model(method.model, scale.numel()).to(torch_device)
-        state_path = out / f"state-{name}.pt"
-        with single_cpu_thread(torch_device):
-            history = fit({name: model}, *(Split(part, {name: part}) for part in parts), method.train,
-                          state_path, on_epoch, name)
-        save_checkpoints(out, {name: SourceModel(model.cpu(), scale)}, card)
-        write_text(out / f"history-{name}.json", json.dumps(history, indent=1) + "\n")
-        state_path.unlink(missing_ok=True)
+        train_part, val_part = ~is_val, is_val if is_val.any() else ~is_val
+        torch.manual_seed(method.train.seed)  # every source's model starts from the same draw
+        planned[name] = [Member(name, method.model, method.train, torch.from_numpy(np.flatnonzero(train_part)) + offset,
+                                torch.from_numpy(np.flatnonzero(val_part)) + offset, _source_of(frames, name),
+                                init=build_model(method.model, n_bins).state_dict())]
+        parts.append(normalizations[name].targets(source))
+        offset += len(source)
+    inputs = torch.cat(parts) if parts else frames.mixture[:0]
+    # A model's target is its own input: every source class reads the same frames.
+    return RunPlan(method, out, card, normalizations, inputs, {k: inputs for k in frames.sources}, planned)

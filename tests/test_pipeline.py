@@ -1,6 +1,7 @@
 """A tiny end-to-end run on synthetic speech-like audio: every stage, its caching, the CLI."""
 
 import csv
+import shutil
 
 import numpy as np
 import pytest
@@ -77,8 +78,6 @@ def test_report_files(tiny_run, tmp_path):
     for name in ("violins.png", "spectrograms.png", "summary.json"):
         assert (path.parent / name).stat().st_size > 0
     # The report reads what evaluate wrote, nothing else: no corpus, mixtures or models.
-    import shutil
-
     shutil.copytree(paths.reports, tmp_path / "reports")
     alone = Layout(corpus=tmp_path / "none.csv", mixtures=tmp_path / "none", runs=tmp_path / "no-runs",
                    reports=tmp_path / "reports")
@@ -153,12 +152,15 @@ def test_later_stages_need_the_mixing_stage(tiny_run, tmp_path):
 
 
 def test_a_corrupted_run_is_trained_again(tiny_run):
-    """Last in this file: it rewrites a checkpoint of the shared run."""
+    """Last in this file: it rewrites a checkpoint of the shared run (and removes another)."""
     from sepvae.checkpoint import verify_folder
     from sepvae.layout import is_done
 
     experiment, paths, runs, _ = tiny_run
     run = runs["vae (gender)"]
+    # vae-fit's clean-speech VAEs trained in the vae's stack: the networks beside a member
+    # are part of its float order, so the same weights need the same stack again.
+    shutil.rmtree(runs["vae-fit (gender)"])
     good = (run / "male.pt").read_bytes()
     flipped = bytearray(good)
     flipped[-200:-136] = bytes(b ^ 0xFF for b in flipped[-200:-136])
@@ -267,19 +269,33 @@ def test_export_ships_the_best_model_with_the_medians_it_was_chosen_by(tiny_run,
 
 def test_runs_trained_together_equal_runs_trained_alone(tiny_run, tmp_path):
     """The training stage stacks the networks of several runs (methods, folds) into one
-    ensemble; each run ends with the weights it gets alone."""
+    ensemble, vae-fit's clean-speech VAEs among them; each run ends with the weights it
+    gets alone."""
     from sepvae.checkpoint import load_checkpoint
     from sepvae.config import Method, TrainConfig, model_config
-    from sepvae.train import plan_models, train_models, train_plans
+    from sepvae.features import fit_scale
+    from sepvae.train import plan_clean_models, plan_models, train_plans, training_data
 
     experiment, paths, _, _ = tiny_run
-    manifest = manifest_of(experiment, paths)
+    data = training_data(manifest_of(experiment, paths), StftConfig.setting("E"), 16000)
     sizes = {"hidden": [16], "latent": 4, "decoder_hidden": [16]}
     methods = [Method(label=kind, kind=kind, train=TrainConfig(epochs=2, batch_size=64, seed=seed),
-                      model=model_config({"name": kind, **sizes})) for kind, seed in (("vae", 0), ("ae", 3))]
-    train_plans([plan_models(m, manifest, tmp_path / "together" / m.kind, 16000) for m in methods], "cpu")
+                      model=model_config({"name": kind, **sizes})) for kind, seed in (("vae", 0), ("ae", 3), ("vae-fit", 5))]
+
+    def plan(method, folder):
+        return (plan_clean_models if method.entry.fits else plan_models)(method, data, folder / method.kind, 16000)
+
+    clean = plan(methods[2], tmp_path / "planned")
+    for name, (member,) in clean.jobs.items():  # a clean model's input is its own target
+        frames = torch.cat([member.train_index, member.val_index])
+        assert torch.equal(clean.inputs[frames], clean.targets[member.targets_key][frames])
+        source = data.frames.sources[name]
+        assert torch.allclose(clean.inputs[frames], source[frames - frames.min()] / fit_scale(source))
+    stacks = set()
+    train_plans([plan(m, tmp_path / "together") for m in methods], "cpu", lambda job, *_: stacks.add(job))
+    assert stacks == {"ae, vae, vae-fit (6 models)"}
     for m in methods:
-        train_models(m, manifest, tmp_path / "alone" / m.kind, 16000, "cpu")
+        train_plans([plan(m, tmp_path / "alone")], "cpu")
         for source in ("female", "male"):
             together, _ = load_checkpoint(tmp_path / "together" / m.kind / f"{source}.pt")
             alone, _ = load_checkpoint(tmp_path / "alone" / m.kind / f"{source}.pt")

@@ -2,8 +2,8 @@
 
 :func:`fit` trains the models of one job as one stack of :mod:`sepvae.ensemble` (Adam,
 early stopping on a validation part, a NaN guard, resume from the last finished epoch).
-:func:`plan_models` and :func:`train_nmf` work from :class:`TrainingData`, the training
-frames read where the manifest is; the training jobs of :mod:`sepvae.jobs` (through the
+:func:`plan_models`, :func:`plan_clean_models` and :func:`train_nmf` work from
+:class:`TrainingData`, the training frames read where the manifest is; the training jobs of :mod:`sepvae.jobs` (through the
 method registry) train in a scratch folder of the machine they run on, and the driver copies
 the checkpoints and the folder's card (:mod:`sepvae.checkpoint`) into the run folder
 :mod:`sepvae.layout` names. :func:`train_models` is the one-run case, in place.
@@ -341,10 +341,10 @@ def plan_clean_models(method: Method, data: TrainingData | Path, out: Path, samp
         write_card(out, card)
     normalizations, parts, planned, offset = {}, [], {}, 0
     for name, mask in sorted(masks.items()):
-        source = frames.subset(mask).sources[_source_of(frames, name)]
-        normalizations[name] = Normalization(fit_scale(source))
         if _intact(out, card.weights_file(name)):
             continue
+        source = frames.subset(mask).sources[_source_of(frames, name)]
+        normalizations[name] = Normalization(fit_scale(source))
         is_val = np.isin(frames.mixture_index[mask], _held_out(frames.mixture_index, mask, method.train))
         # One mixture only (a rare speaker): validate on what it trains on.
         train_part, val_part = ~is_val, is_val if is_val.any() else ~is_val

@@ -3,10 +3,10 @@
 :func:`fit` trains the models of one job as one stack of :mod:`sepvae.ensemble` (Adam,
 early stopping on a validation part, a NaN guard, resume from the last finished epoch).
 :func:`plan_models`, :func:`plan_clean_models` and :func:`train_nmf` work from
-:class:`TrainingData`, the training frames read where the manifest is; the training jobs of :mod:`sepvae.jobs` (through the
-method registry) train in a scratch folder of the machine they run on, and the driver copies
-the checkpoints and the folder's card (:mod:`sepvae.checkpoint`) into the run folder
-:mod:`sepvae.layout` names. :func:`train_models` is the one-run case, in place.
+:class:`TrainingData`, the training frames read where the manifest is; the training jobs of
+:mod:`sepvae.jobs` (through the method registry) train in a scratch folder of the machine they
+run on, and the driver copies the checkpoints and the folder's card (:mod:`sepvae.checkpoint`)
+into the run folder :mod:`sepvae.layout` names. :func:`train_models` is the one-run case, in place.
 """
 
 from __future__ import annotations

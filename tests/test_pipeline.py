@@ -274,7 +274,7 @@ def test_runs_trained_together_equal_runs_trained_alone(tiny_run, tmp_path):
     from sepvae.checkpoint import load_checkpoint
     from sepvae.config import Method, TrainConfig, model_config
     from sepvae.features import fit_scale
-    from sepvae.train import plan_clean_models, plan_models, train_plans, training_data
+    from sepvae.train import train_plans, training_data
 
     experiment, paths, _, _ = tiny_run
     data = training_data(manifest_of(experiment, paths), StftConfig.setting("E"), 16000)
@@ -282,8 +282,8 @@ def test_runs_trained_together_equal_runs_trained_alone(tiny_run, tmp_path):
     methods = [Method(label=kind, kind=kind, train=TrainConfig(epochs=2, batch_size=64, seed=seed),
                       model=model_config({"name": kind, **sizes})) for kind, seed in (("vae", 0), ("ae", 3), ("vae-fit", 5))]
 
-    def plan(method, folder):
-        return (plan_clean_models if method.entry.fits else plan_models)(method, data, folder / method.kind, 16000)
+    def plan(method, folder):  # as the training stage plans a run: by the method's registry entry
+        return method.entry.plan(method, data, folder / method.kind, 16000)
 
     clean = plan(methods[2], tmp_path / "planned")
     for name, (member,) in clean.jobs.items():  # a clean model's input is its own target

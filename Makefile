@@ -63,8 +63,7 @@ endef
 
 # The shipped default model: trained on every speaker (experiments/pretrained.toml), chosen by
 # the unseen-speaker cross-validation (make unseen-augmented: the recipe alone and with the
-# change chosen on validation that also won on the test folds), its medians in the model
-# card. The paper's beta-VAEs of pretrained.toml are not candidates (not in that
+# changes chosen on validation), its medians in the model card. The paper's beta-VAEs of pretrained.toml are not candidates (not in that
 # cross-validation): they are trained for the seen-speaker comparison only.
 pretrained: unseen-augmented
 	$(call stages,experiments/pretrained.toml)

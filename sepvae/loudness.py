@@ -2,7 +2,7 @@
 
 The networks' inputs are magnitudes divided by a fixed scale, so a model sees a recording
 10 dB quieter than its training mixtures as another kind of input: the shipped model lost
-3.4 dB SDR on TIMIT mixtures played 10 dB quieter, 6.7 dB at 20 dB quieter (README, "Level
+1.3 dB SDR on TIMIT mixtures played 10 dB quieter, 5.7 dB at 20 dB quieter (README, "Level
 matching"). A model that matches levels feeds its networks the recording times
 ``reference / active_rms(recording)``, where ``reference`` is the median active level of its
 training mixtures (in its card), and applies the ratio masks to the recording as it is; the

@@ -63,8 +63,9 @@ endef
 
 # The shipped default model: trained on every speaker (experiments/pretrained.toml), chosen by
 # the unseen-speaker cross-validation (make unseen-augmented: the recipe alone and with the
-# changes chosen on validation), its medians in the model card. The paper's beta-VAEs of pretrained.toml are not candidates (not in that
-# cross-validation): they are trained for the seen-speaker comparison only.
+# changes chosen on validation), its medians in the model card. The paper's beta-VAEs of
+# pretrained.toml are not candidates (not in that cross-validation): they are trained for the
+# seen-speaker comparison only.
 pretrained: unseen-augmented
 	$(call stages,experiments/pretrained.toml)
 	$(SEPVAE) export-model --config experiments/pretrained.toml --method best --name default --chosen-by experiments/unseen-augmented.toml

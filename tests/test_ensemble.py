@@ -258,3 +258,21 @@ def test_adam_averages_never_become_subnormal():
             assert subnormal == 0, call
     assert all(torch.equal(t, torch.zeros_like(t)) for t in stack.exp_avg)  # flushed, not stuck at 1.4e-45
     assert all(bool((t > 0).all()) for t in stack.exp_avg_sq)  # 0.999 ** 1279 ~ 0.28: still there
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_without_bf16_kernels_warns(monkeypatch, recwarn, native):
+    from sepvae import ensemble
+    from sepvae.errors import SepvaeWarning
+
+    monkeypatch.setattr(ensemble, "_cpu_has_bf16", lambda: native)
+    inputs, targets = frames()
+    members = [dataclasses.replace(m, train=dataclasses.replace(m.train, precision="bf16", epochs=1))
+               for m in eight_members()[:1]]
+    fit_ensemble(members, inputs, targets, device="cpu")
+    fit_ensemble([dataclasses.replace(m, train=dataclasses.replace(m.train, precision="fp32")) for m in members],
+                 inputs, targets, device="cpu")
+    warned = [w for w in recwarn if issubclass(w.category, SepvaeWarning)]
+    assert len(warned) == (0 if native else 1)
+    if warned:
+        assert "precision = 'bf16'" in str(warned[0].message) and "use precision = 'fp32'" in str(warned[0].message)

@@ -52,7 +52,7 @@ Adam and the validation pass stay fp32. On a CPU for which oneDNN has no bf16 ke
 AVX-512, e.g. an AMD EPYC of family 25 with AVX2 only) bf16 matmuls are emulated: an epoch of
 ``make bench``'s 8 models took 42.8 s against 3.3 s in fp32 there (one thread), so training warns.
 
-Random streams differ from the pre-ensemble ``train.fit``: there the sources of a job
+Random streams differ from the pre-ensemble training loop: there the sources of a job
 shared one shuffle and one noise generator (the male model's draws advanced the female
 model's stream); here each member draws from its own, so two members with the same seed
 and data see the same batches and the same noise.
@@ -71,7 +71,7 @@ How the training stage calls it (:func:`sepvae.train.train_plans`): every run st
 them, and one ``Member`` per network; the runs' frames are concatenated into one tensor, each
 member's indices pointing into its own run's part; members are stacked by layer and batch
 size (and similar frame counts, so few idle), one ``fit_ensemble`` per stack, and each run
-gets its checkpoints and ``history.json`` back. ``train.fit`` is the one-job case.
+gets its checkpoints and ``history.json`` back.
 
 ``state_dict`` loads into ``build_model(member.model, n_bins)`` with ``strict=True``;
 ``history`` is the member's list of ``{"epoch", name: {loss, recon, reg, val_recon},
@@ -163,7 +163,7 @@ def _epoch_batches(stack: Stack, shuffles: list[torch.Generator], batch: int):
 
 def _validation_losses(stack: Stack, inputs: Tensor, targets: Tensor, keys: Tensor) -> Tensor:
     """Each member's mean over its validation frames of the deterministic estimate's summed
-    squared error (the decoder fed the code or the VAE's mean), as ``train.fit`` logged it.
+    squared error (the decoder fed the code or the VAE's mean), as the pre-ensemble loop logged it.
 
     Shape:
         - inputs: ``(frames, bins)``; targets: ``(keys, frames, bins)``; keys: ``(M,)``

@@ -1,12 +1,12 @@
 """Training: one model per source, all sources of a configuration in the same pass.
 
-:func:`fit` trains the models of one job as one stack of :mod:`sepvae.ensemble` (Adam,
-early stopping on a validation part, a NaN guard, resume from the last finished epoch).
 :func:`plan_models`, :func:`plan_clean_models` and :func:`train_nmf` work from
 :class:`TrainingData`, the training frames read where the manifest is; the training jobs of
 :mod:`sepvae.jobs` (through the method registry) train in a scratch folder of the machine they
 run on, and the driver copies the checkpoints and the folder's card (:mod:`sepvae.checkpoint`)
-into the run folder :mod:`sepvae.layout` names. :func:`train_models` is the one-run case, in place.
+into the run folder :mod:`sepvae.layout` names. :func:`train_plans` trains planned runs as
+stacks of :mod:`sepvae.ensemble` (Adam, early stopping on a validation part, a NaN guard,
+resume from the last finished epoch); :func:`train_models` is the one-run case, in place.
 """
 
 from __future__ import annotations
@@ -29,48 +29,6 @@ from sepvae.errors import SepvaeError
 from sepvae.features import FrameSet, Normalization, concat, fit_normalization, fit_scale, load_frames, remix_frames
 from sepvae.models import build_model
 from sepvae.mixing import Mixture, read_manifest, training_key
-
-
-@dataclass
-class Split:
-    """Normalized inputs and per-source targets for the models trained together."""
-
-    inputs: Tensor  # (frames, bins)
-    targets: dict[str, Tensor]  # source -> (frames, bins)
-
-
-def fit(
-    models: dict[str, torch.nn.Module],
-    train: Split,
-    valid: Split,
-    config: TrainConfig,
-    state_path: Path | None = None,
-    on_epoch: EpochCallback | None = None,
-    job: str = "",
-) -> list[dict]:
-    """Train ``models`` (source -> model) on ``train``; returns the job's per-epoch history.
-
-    The models train as one :func:`sepvae.ensemble.fit_ensemble` stack, each from its
-    current weights with ``config.seed``: the same batch order for every source, and each
-    model its own noise stream. Each model ends with the weights of its best validation
-    epoch; one that stops early is frozen while the others go on (it is absent from the
-    history's later epochs). With ``state_path`` the loop saves its full state after every
-    epoch and resumes from it, ending with the same weights as an uninterrupted run.
-    """
-    inputs = torch.cat([train.inputs, valid.inputs])
-    n_train, n_valid = len(train.inputs), len(valid.inputs)
-    train_index = torch.arange(n_train)
-    val_index = torch.arange(n_train, n_train + n_valid)
-    members = [
-        Member(name, model.config, config, train_index, val_index, name, init=model.state_dict())
-        for name, model in models.items()
-    ]
-    targets = {name: torch.cat([train.targets[name], valid.targets[name]]) for name in models}
-    results = fit_ensemble(members, inputs, targets, inputs.device, state_path, on_epoch, job)
-    for name, model in models.items():
-        model.load_state_dict(results[name][0])
-        model.eval()
-    return merge_histories({name: history for name, (_, history) in results.items()})
 
 
 def _split_mixtures(n: int, fraction: float, seed: int) -> np.ndarray:

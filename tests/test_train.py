@@ -1,17 +1,41 @@
 
+from dataclasses import dataclass
+
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from sepvae.cli import app
 from sepvae.config import ModelConfig, TrainConfig
+from sepvae.ensemble import Member, fit_ensemble, merge_histories
 from sepvae.errors import SepvaeError
 from sepvae.models import MODELS, build_model
-from sepvae.train import Split, fit
 
 runner = CliRunner()
 SMALL = dict(hidden=(16,), latent=4, decoder_hidden=(16,))
 N_BINS = 9
+
+
+@dataclass
+class Split:
+    """Inputs and per-source targets of one job's training or validation part."""
+
+    inputs: torch.Tensor  # (frames, bins)
+    targets: dict[str, torch.Tensor]  # source -> (frames, bins)
+
+
+def fit(models, train, valid, config, state_path=None, on_epoch=None):
+    """One job's models (source -> model) trained as one stack, as the training stage does;
+    each model ends with its best weights; returns the job's history."""
+    n_train = len(train.inputs)
+    index = torch.arange(n_train + len(valid.inputs))
+    members = [Member(name, model.config, config, index[:n_train], index[n_train:], name, init=model.state_dict())
+               for name, model in models.items()]
+    targets = {name: torch.cat([train.targets[name], valid.targets[name]]) for name in models}
+    results = fit_ensemble(members, torch.cat([train.inputs, valid.inputs]), targets, None, state_path, on_epoch)
+    for name, model in models.items():
+        model.load_state_dict(results[name][0])
+    return merge_histories({name: history for name, (_, history) in results.items()})
 
 
 def data(n=120, seed=0):

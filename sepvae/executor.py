@@ -231,12 +231,12 @@ class LocalExecutor(Executor):
         except BaseException:  # Ctrl-C, SIGTERM: the workers hold nothing the driver must keep
             # The pool has no public way to stop running jobs; its process table is gone
             # after shutdown, so take it first.
-            workers = list((pool._processes or {}).values())
-            for process in workers:
+            for process in list((pool._processes or {}).values()):
                 process.terminate()
-            pool.shutdown(wait=False, cancel_futures=True)
-            for process in workers:
-                process.join(timeout=5)
+            # The pool's own thread then fails the futures and reaps the workers; wait for
+            # it rather than join them here too, as two threads reaping one child race (the
+            # loser sees it alive after its exit: 1 run in ~15 under load).
+            pool.shutdown(wait=True, cancel_futures=True)
             raise
         pool.shutdown()
         self._report(done, 0, len(failures), len(jobs))

@@ -181,6 +181,17 @@ def _validation_losses(stack: Stack, inputs: Tensor, targets: Tensor, keys: Tens
     return total / lengths
 
 
+def _stacked(targets: list[Tensor]) -> Tensor:
+    """``torch.stack(targets)``, without a copy where they are the rows of one tensor in
+    order (:func:`sepvae.train.join_frames` gives them so)."""
+    base = targets[0]._base
+    if (base is not None and base.dim() == 3 and len(base) == len(targets)
+            and all(t._base is base and t.shape == base.shape[1:] and t.data_ptr() == row.data_ptr()
+                    for t, row in zip(targets, base))):
+        return base
+    return torch.stack(targets)
+
+
 def _autocast(device: torch.device, precision: str):
     """bf16 autocast for the forward pass where asked; the weights and Adam stay fp32."""
     if precision != "bf16":
@@ -235,7 +246,7 @@ def fit_ensemble(
     batch = members[0].train.batch_size
     inputs = inputs.to(device)
     keys = sorted({m.targets_key for m in members})
-    target_stack = torch.stack([targets[k].to(device) for k in keys])  # (keys, frames, bins)
+    target_stack = _stacked([targets[k] for k in keys]).to(device)  # (keys, frames, bins)
     stack = Stack(members, n_bins, device)
     shuffles = {m.name: torch.Generator().manual_seed(m.seed) for m in members}
     noises = {m.name: torch.Generator(device=device).manual_seed(m.seed + 1) for m in members}

@@ -179,6 +179,7 @@ def training_jobs(todo: dict[Path, tuple[Method, TrainingData, int]], device: st
     here on the driver, and one per run of a method without networks (NMF), sharing each
     training data."""
     from sepvae.stack import stack_key
+    from sepvae.train import join_frames
 
     stacks: dict[tuple, dict[Path, RunPlan]] = {}
     shared: dict[int, Shared] = {}
@@ -196,10 +197,15 @@ def training_jobs(todo: dict[Path, tuple[Method, TrainingData, int]], device: st
         # Runs of one stack share one frame tensor: the same STFT bins, too (sweep-window).
         key = (stack_key(next(iter(plan.jobs.values()))[0]), plan.inputs.shape[1])
         stacks.setdefault(key, {})[run] = plan
+    plan = None  # the loop's last plan holds its own frames no longer
     for plans in stacks.values():
         runs = list(plans)
-        jobs.append(Job(train_stack, (list(plans.values()), tuple(map(scratch_name, runs)), device),
-                        _described({run: plan.method for run, plan in plans.items()}), partial(write_runs, runs)))
+        # One buffer of frames per stack; each run's own tensors are freed once copied.
+        joined = list(plans.values())
+        plans.clear()
+        join_frames(joined)
+        jobs.append(Job(train_stack, (joined, tuple(map(scratch_name, runs)), device),
+                        _described({run: plan.method for run, plan in zip(runs, joined)}), partial(write_runs, runs)))
     return jobs
 
 

@@ -304,6 +304,39 @@ def test_runs_trained_together_equal_runs_trained_alone(tiny_run, tmp_path):
     assert not list((tmp_path / "together").glob(".stack-*.pt"))  # the stack's resume state is cleaned up
 
 
+def test_a_stacks_frames_are_joined_into_one_buffer_once(tiny_run, tmp_path):
+    """join_frames copies the runs' frames into one buffer; plans joined before (as the
+    stage's jobs get them) train from it without another copy, nor does fit_ensemble stack
+    the targets again."""
+    from dataclasses import replace
+
+    from sepvae.config import Method, TrainConfig, model_config
+    from sepvae.ensemble import _stacked
+    from sepvae.train import join_frames, training_data
+
+    experiment, paths, _, _ = tiny_run
+    data = training_data(manifest_of(experiment, paths), StftConfig.setting("E"), 16000)
+    sizes = {"hidden": [16], "latent": 4, "decoder_hidden": [16]}
+    planned = [m.entry.plan(m, data, tmp_path / m.kind, 16000) for m in (
+        Method(label=kind, kind=kind, train=TrainConfig(epochs=1, normalization=norm), model=model_config({"name": kind, **sizes}))
+        for kind, norm in (("vae", "bin"), ("ae", "global")))]
+    plans = list(planned)
+    joined, inputs, targets = join_frames(plans)
+    assert joined is plans and all(a is not b for a, b in zip(planned, plans))  # each item replaced
+    plans = planned
+    assert torch.equal(inputs, torch.cat([p.inputs for p in plans]))
+    assert [torch.equal(targets[i], torch.cat([p.targets[k] for p in plans])) for i, k in enumerate(["female", "male"])] == [True, True]
+    for plan, part in zip(plans, joined):
+        assert torch.equal(part.inputs, plan.inputs) and part.inputs._base is inputs
+        assert all(torch.equal(part.targets[k], plan.targets[k]) for k in plan.targets)
+    again, same_inputs, same_targets = join_frames([replace(p, out=tmp_path / "scratch") for p in joined])
+    assert same_inputs is inputs and same_targets is targets and again[1].inputs is joined[1].inputs
+    assert _stacked([targets[0], targets[1]]) is targets
+    assert _stacked([targets[1], targets[0]]).data_ptr() != targets.data_ptr()  # other order: a copy
+    _, swapped, _ = join_frames(joined[::-1])  # other order of runs: joined anew
+    assert swapped.data_ptr() != inputs.data_ptr() and torch.equal(swapped, torch.cat([p.inputs for p in plans[::-1]]))
+
+
 def test_stacked_training_uses_the_threads_its_job_declares(tiny_run, tmp_path, monkeypatch):
     """--num-cpus is the training job's torch threads (run_job sets them); the stacked
     ensemble is not forced onto one thread."""

@@ -367,6 +367,9 @@ def separate(
     match_level: Optional[bool] = typer.Option(
         None, "--match-level/--no-match-level",
         help="Bring the recording to the training mixtures' level before the models see it (the estimates keep the input's level). Default: as the model's card says."),
+    phase_iterations: Optional[int] = typer.Option(
+        None, "--phase-iterations", min=0,
+        help="Rounds of MISI phase reconstruction after the mask (0: the mixture's phase, as in the paper). Default: as the model's card says."),
     allow_truncated: bool = AllowTruncatedOption,
 ):
     """Separate recordings into <stem>_<source>.wav per source (e.g. mix_male.wav, mix_female.wav)."""
@@ -385,7 +388,7 @@ def separate(
 
         torch.set_num_threads(threads)
     try:
-        separator, info = load_separator(model, device, match_level)
+        separator, info = load_separator(model, device, match_level, phase_iterations)
     except SepvaeError as exc:
         if as_json:
             typer.echo(json.dumps({"model": model, "error": str(exc), "files": [], "failed": len(files)}, indent=2))

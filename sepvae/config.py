@@ -294,6 +294,9 @@ class Method:
     match_level: bool = False
     nmf_components: int = 32
     fit: FitConfig | None = None  # the fitting settings of a fitting method (vae-fit)
+    # Inference: rounds of MISI phase reconstruction after the mask (sepvae.separator); 0
+    # keeps the mixture's phase (eq. 90).
+    phase_iterations: int = 0
 
     def __post_init__(self):
         from sepvae.methods import entry
@@ -307,6 +310,8 @@ class Method:
             raise SepvaeError(f"method {self.label!r}: train remix re-pairs gender classes; it needs source_mode = 'gender'")
         if self.match_level and not self.entry.has_model:
             raise SepvaeError(f"method {self.label!r}: match_level is for trained models, not {self.kind}")
+        if self.phase_iterations < 0:
+            raise SepvaeError(f"method {self.label!r}: phase_iterations must be >= 0, got {self.phase_iterations}")
         if not self.mask_power > 0 or self.nmf_components < 1:
             raise SepvaeError(
                 f"method {self.label!r}: mask_power must be > 0 and nmf_components >= 1, "

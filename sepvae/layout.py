@@ -60,7 +60,10 @@ class Layout:
         else:
             stft = method.stft if method.entry.uses_stft else None
             key = f"{method.kind}-{config_hash(stft, test_set)}"
-        return self.runs / "separations" / f"{key}-p{method.mask_power:g}{'-level' if method.match_level else ''}"
+        inference = f"-p{method.mask_power:g}{'-level' if method.match_level else ''}"
+        if method.phase_iterations:
+            inference += f"-misi{method.phase_iterations}"
+        return self.runs / "separations" / f"{key}{inference}"
 
     def scores(self, separations: Path) -> Path:
         return self.runs / "scores" / f"{separations.name}.csv"

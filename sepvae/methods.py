@@ -45,7 +45,8 @@ class MixtureSeparator:
     """How one method turns a test mixture into estimates (nussl's ``Separator`` role).
 
     ``masks`` gives per-source masks of the mixture's spectrogram; ``separate`` applies
-    them (eq. 90: masked mixture magnitude with the mixture phase, then iSTFT).
+    them (eq. 90: masked mixture magnitude with the mixture phase, or phases reconstructed
+    with the method's ``phase_iterations``, then iSTFT).
     """
 
     def __init__(self, method: Method, run: Path | None, sample_rate: int):
@@ -66,7 +67,8 @@ class MixtureSeparator:
 
         with torch.no_grad():
             separated, _ = separate_with_masks(
-                waveform, lambda spec: self.masks(mixture, spec), self.method.stft, self.sample_rate
+                waveform, lambda spec: self.masks(mixture, spec), self.method.stft, self.sample_rate,
+                self.method.phase_iterations,
             )
         return {name: estimate.numpy() for name, estimate in zip(mixture.source_paths, separated)}
 

@@ -423,12 +423,15 @@ def export_model(experiment: Experiment, label: str = "best", name: str = "defau
                           f"{f' and {chosen_by.path}' if chosen_by else ''}; have {', '.join(scored)}")
     evaluation = {"method": label, **_card_medians(experiment, scored[label])}
     # What it was evaluated with: separate's defaults.
-    extra = {"mask_power": candidates[label].mask_power, "match_level": candidates[label].match_level}
+    chosen = candidates[label]
+    extra = {"mask_power": chosen.mask_power, "match_level": chosen.match_level}
+    if chosen.phase_iterations:
+        extra["phase_iterations"] = chosen.phase_iterations
     if chosen_by is not None:
         evaluation["chosen_by"] = _card_medians(chosen_by, judged[label])
     manifest = find_manifest(experiment, layout)
     licence = "TIMIT corpus sample, Copyright 1993 Linguistic Data Consortium, CC BY-NC-SA"
-    run = _trained_run(candidates[label], manifest, sample_rate_of(manifest), layout)
+    run = _trained_run(chosen, manifest, sample_rate_of(manifest), layout)
     return export(run, name, root=root, extra={**extra, "evaluation": evaluation, "data_licence": licence})
 
 

@@ -46,11 +46,14 @@ def separate_with_masks(
     mask_fn: Callable[[Tensor], Tensor],
     stft_config: StftConfig,
     sample_rate: int,
+    phase_iterations: int = 0,
 ) -> tuple[Tensor, Tensor]:
     """STFT -> masks -> masked mixture (eq. 90) -> iSTFT, exactly as long as the mixture.
 
     ``mask_fn`` maps the mixture's complex spectrogram (bins, frames) to per-source masks
-    (sources, bins, frames): a model's ratio mask, an NMF's, or an oracle's.
+    (sources, bins, frames): a model's ratio mask, an NMF's, or an oracle's. With
+    ``phase_iterations`` > 0 the masked magnitudes get phases of their own instead of the
+    mixture's (:func:`reconstruct_phase`).
 
     Shape:
         mixture: (time,) -> waveforms (sources, time), masks (sources, bins, frames)
@@ -60,7 +63,33 @@ def separate_with_masks(
     n_fft, hop = stft_config.n_fft(sample_rate), stft_config.hop_length(sample_rate)
     spec = stft(mixture, n_fft, hop)
     masks = mask_fn(spec)
-    return istft(apply_masks(spec, masks), n_fft, hop, mixture.shape[-1]), masks
+    estimates = apply_masks(spec, masks)
+    if phase_iterations:
+        return reconstruct_phase(mixture, estimates, n_fft, hop, phase_iterations), masks
+    return istft(estimates, n_fft, hop, mixture.shape[-1]), masks
+
+
+def reconstruct_phase(mixture: Tensor, estimates: Tensor, n_fft: int, hop: int, iterations: int) -> Tensor:
+    """Phases for the sources' magnitudes by MISI (multiple input spectrogram inversion,
+    Gunawan & Sen 2010): each round shares the waveforms' error against the mixture equally
+    among the sources, then keeps each source's STFT phase and restores its magnitude.
+
+    The magnitudes stay those of ``estimates`` (the masked mixture); the first phases are
+    theirs (the mixture's). The waveforms returned follow the last magnitude step, so they
+    sum to the mixture only approximately.
+
+    Shape:
+        mixture: (time,); estimates: (sources, bins, frames) complex -> (sources, time)
+    """
+    if iterations < 0:
+        raise ValueError(f"phase iterations must be >= 0, got {iterations}")
+    length = mixture.shape[-1]
+    magnitudes = estimates.abs()
+    waveforms = istft(estimates, n_fft, hop, length)
+    for _ in range(iterations):
+        waveforms = waveforms + (mixture - waveforms.sum(0)) / len(waveforms)
+        waveforms = istft(magnitudes * torch.sgn(stft(waveforms, n_fft, hop)), n_fft, hop, length)
+    return waveforms
 
 
 def direct_estimates(models: dict[str, torch.nn.Module], magnitude: Tensor) -> Tensor:
@@ -100,6 +129,7 @@ class Separator:
         chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
         estimator: Callable[[dict[str, torch.nn.Module], Tensor], Tensor] | None = None,
         input_rms: float | None = None,
+        phase_iterations: int = 0,
     ):
         if len(models) < 2:
             raise SepvaeError(f"a Separator needs at least two source models, got {list(models)}")
@@ -119,6 +149,9 @@ class Separator:
         if input_rms is not None and not input_rms > 0:
             raise SepvaeError(f"input_rms must be > 0 for level matching, got {input_rms}")
         self.input_rms = input_rms
+        if phase_iterations < 0:
+            raise SepvaeError(f"phase iterations must be >= 0, got {phase_iterations}")
+        self.phase_iterations = phase_iterations
         self.device = next(iter(models.values())).scale.device
 
     @property
@@ -139,7 +172,7 @@ class Separator:
     def from_run(
         cls, run: str | Path, sources: list[str] | None = None, device: str = "auto",
         mask_power: float | None = None, models: dict[str, str] | None = None,
-        match_level: bool | None = None,
+        match_level: bool | None = None, phase_iterations: int | None = None,
     ) -> "Separator":
         """Load a model folder (a training run or a shipped model), checked against its card.
 
@@ -147,7 +180,8 @@ class Separator:
         maps each source to another checkpoint of the folder (speaker mode: source ->
         that mixture's speaker). ``mask_power`` None: the exponent the card recommends
         (``info.mask_power``, what the model was evaluated with), else 1 (eq. 90).
-        ``match_level`` None: as the card recommends (``info.match_level``), else off.
+        ``match_level`` None: as the card recommends (``info.match_level``), else off;
+        ``phase_iterations`` None: as the card says (``info.phase_iterations``), else 0.
         """
         from sepvae.checkpoint import card_of, load_checkpoint
         from sepvae.device import pick_device
@@ -170,13 +204,15 @@ class Separator:
             mask_power = float(card.info.get("mask_power", 1.0))
         if match_level is None:
             match_level = bool(card.info.get("match_level", False))
+        if phase_iterations is None:
+            phase_iterations = int(card.info.get("phase_iterations", 0))
         if match_level and card.input_rms is None:
             raise SepvaeError(f"{run}: level matching needs the training mixtures' level (input_rms), which this "
                               f"model's card lacks: train it again with this version")
         make_estimator = entry(card.kind).estimator
         estimator = make_estimator(card) if make_estimator else None
         return cls(loaded, card.stft, card.sample_rate, mask_power, estimator=estimator,
-                   input_rms=card.input_rms if match_level else None)
+                   input_rms=card.input_rms if match_level else None, phase_iterations=phase_iterations)
 
     @classmethod
     def from_pretrained(cls, name: str = "default", device: str = "auto", mask_power: float | None = None) -> "Separator":
@@ -227,7 +263,7 @@ class Separator:
         with torch.inference_mode():
             return separate_with_masks(
                 mixture.to(self.device, torch.float32), lambda spec: self.mask(spec, gain), self.stft_config,
-                self.sample_rate,
+                self.sample_rate, self.phase_iterations,
             )
 
     def active_rms(self, waveform: np.ndarray, sample_rate: int) -> float:

@@ -181,15 +181,24 @@ def _validation_losses(stack: Stack, inputs: Tensor, targets: Tensor, keys: Tens
     return total / lengths
 
 
+def whole(parts: list[Tensor]) -> Tensor | None:
+    """The tensor ``parts`` are, in order, consecutive slices of and cover, or None: frames
+    joined into one buffer (:func:`sepvae.train.join_frames`) need no copy."""
+    base = parts[0]._base
+    if base is None or not base.is_contiguous() or any(part._base is not base for part in parts):
+        return None
+    position = base.storage_offset()
+    for part in parts:
+        if part.storage_offset() != position or not part.is_contiguous():
+            return None
+        position += part.numel()
+    return base if position == base.storage_offset() + base.numel() else None
+
+
 def _stacked(targets: list[Tensor]) -> Tensor:
-    """``torch.stack(targets)``, without a copy where they are the rows of one tensor in
-    order (:func:`sepvae.train.join_frames` gives them so)."""
-    base = targets[0]._base
-    if (base is not None and base.dim() == 3 and len(base) == len(targets)
-            and all(t._base is base and t.shape == base.shape[1:] and t.data_ptr() == row.data_ptr()
-                    for t, row in zip(targets, base))):
-        return base
-    return torch.stack(targets)
+    """``torch.stack(targets)``, without a copy where they are the rows of one tensor in order."""
+    base = whole(targets)
+    return base if base is not None and base.shape == (len(targets), *targets[0].shape) else torch.stack(targets)
 
 
 def _autocast(device: torch.device, precision: str):

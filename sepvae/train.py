@@ -24,7 +24,7 @@ import sepvae
 from sepvae.checkpoint import ModelCard, add_files, read_card, save_checkpoints, save_tensors, verify, write_card
 from sepvae.config import FitConfig, Method, SourceMode, StftConfig, TrainConfig, config_hash
 from sepvae.io import write_text
-from sepvae.ensemble import EpochCallback, Member, fit_ensemble, group_members, merge_histories
+from sepvae.ensemble import EpochCallback, Member, fit_ensemble, group_members, merge_histories, whole
 from sepvae.errors import SepvaeError
 from sepvae.features import FrameSet, Normalization, concat, fit_normalization, fit_scale, load_frames, remix_frames
 from sepvae.models import build_model
@@ -240,8 +240,8 @@ def join_frames(plans: list[RunPlan]) -> tuple[list[RunPlan], Tensor, Tensor]:
         inputs: ``(frames, bins)``; targets: ``(sources, frames, bins)``, the sources sorted
     """
     keys = sorted(plans[0].targets)
-    inputs = _whole([plan.inputs for plan in plans])
-    targets = _whole([plan.targets[k] for k in keys for plan in plans])
+    inputs = whole([plan.inputs for plan in plans])
+    targets = whole([plan.targets[k] for k in keys for plan in plans])
     if inputs is not None and targets is not None and targets.shape[0] == len(keys):
         return plans, inputs, targets
     total, bins = sum(len(plan.inputs) for plan in plans), plans[0].inputs.shape[1]
@@ -256,19 +256,6 @@ def join_frames(plans: list[RunPlan]) -> tuple[list[RunPlan], Tensor, Tensor]:
         plans[number] = dataclasses.replace(plan, inputs=inputs[part], targets={k: targets[i, part] for i, k in enumerate(keys)})
         offset = part.stop
     return plans, inputs, targets
-
-
-def _whole(parts: list[Tensor]) -> Tensor | None:
-    """The tensor ``parts`` are, in order, consecutive slices of and cover, or None."""
-    base = parts[0]._base
-    if base is None or not base.is_contiguous() or any(part._base is not base for part in parts):
-        return None
-    position = base.storage_offset()
-    for part in parts:
-        if part.storage_offset() != position or not part.is_contiguous():
-            return None
-        position += part.numel()
-    return base if position == base.storage_offset() + base.numel() else None
 
 
 def _stacks(members: list[Member]) -> list[list[Member]]:

@@ -29,6 +29,7 @@ class ModelInfo:
     sources: list[str] = field(default_factory=list)
     sample_rate: int | None = None
     stft: dict[str, Any] | None = None
+    members: int = 1  # networks per source, their estimates averaged
     done: bool = False
     note: str = ""
 
@@ -40,7 +41,7 @@ class ModelInfo:
         return {
             "name": self.name, "path": str(self.path), "origin": self.origin, "kind": self.kind,
             "source_mode": self.source_mode, "sources": self.sources, "sample_rate": self.sample_rate,
-            "stft": self.stft, "done": self.done, "usable": self.usable, "note": self.note,
+            "stft": self.stft, "members": self.members, "done": self.done, "usable": self.usable, "note": self.note,
         }
 
 
@@ -61,7 +62,7 @@ def describe_model(folder: Path, name: str, origin: str) -> ModelInfo:
         model.note = "not installed (make pretrained)" if origin == "shipped" else "no model.json card"
         return model
     model.kind, model.source_mode, model.sources = card.kind, str(card.source_mode), list(card.sources)
-    model.sample_rate, model.stft = card.sample_rate, to_dict(card.stft)
+    model.sample_rate, model.stft, model.members = card.sample_rate, to_dict(card.stft), card.members
     model.done = (folder / DONE).is_file() if origin == "run" else True
     if card.source_mode is SourceMode.SPEAKER:
         model.note = "speaker mode: one model per training speaker, not usable by separate"
@@ -99,7 +100,7 @@ def models_table(models: list[ModelInfo]) -> str:
             stft = f"{m.stft.get('window_ms'):g} ms window, {m.stft.get('overlap_ms'):g} ms {second}"
             if m.sample_rate:
                 stft += f" @ {m.sample_rate} Hz"
-        kind = (m.kind or "-") + (f" ({m.source_mode})" if m.source_mode else "")
+        kind = (m.kind or "-") + (f" x{m.members}" if m.members > 1 else "") + (f" ({m.source_mode})" if m.source_mode else "")
         done = ("yes" if m.done else "no") + (f"  {m.note}" if m.note else "")
         rows.append((m.name, kind, sources, stft, done))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]

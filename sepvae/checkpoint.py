@@ -7,7 +7,9 @@ A model folder (a training run under ``runs/models/`` or a shipped model under
   model, training and (a fitting method's) fitting settings, training-data hash, package
   version, free ``info`` (name, description, evaluation, licence) and the sha256 of every
   weights file in the folder;
-- one checkpoint per source, ``<source>.pt`` (an NMF run: ``nmf.pt``):
+- one checkpoint per source, ``<source>.pt`` (an NMF run: ``nmf.pt``); a folder of
+  ``members`` > 1 networks per source (trained alike but for their seeds, whose estimates
+  are averaged) adds ``<source>.<k>.pt`` for member k = 1, 2, ... (:func:`join_members`):
   ``{"format", "card", "state_dict"}``, tensors and JSON types only, loaded with
   ``torch.load(weights_only=True)``; never pickled classes. The state dict is a
   :class:`~sepvae.models.SourceModel`'s, normalization included, so a checkpoint is
@@ -53,6 +55,7 @@ class ModelCard:
     # The median active level (RMS, sepvae.loudness) of the training mixtures: what level
     # matching brings a recording to before the networks see it. None: not measured.
     input_rms: float | None = None
+    members: int = 1  # networks per source, their estimates averaged (train: member 0's)
     version: str = ""
     sha256: dict[str, str] = field(default_factory=dict)  # file name -> hex digest
     info: dict[str, Any] = field(default_factory=dict)  # name, description, run, evaluation, ...
@@ -78,17 +81,25 @@ class ModelCard:
                 fit=from_dict(FitConfig, data["fit"]) if data.get("fit") else None,
                 training_mixtures=str(data.get("training_mixtures", "")),
                 input_rms=float(data["input_rms"]) if data.get("input_rms") is not None else None,
+                members=int(data.get("members", 1)),
                 version=str(data.get("version", "")),
                 sha256=dict(data.get("sha256", {})), info=dict(data.get("info", {})),
             )
         except (KeyError, TypeError, ValueError, SepvaeError) as exc:
             raise SepvaeError(f"{where}: not a valid sepvae model card ({type(exc).__name__}: {exc})") from None
 
+    def __post_init__(self):
+        if self.members < 1:
+            raise ValueError(f"members must be >= 1, got {self.members}")
+
     def replace(self, **changes: Any) -> "ModelCard":
         return dataclasses.replace(self, **changes)
 
-    def weights_file(self, source: str) -> str:
-        return f"{source}.pt"
+    def weights_file(self, source: str, member: int = 0) -> str:
+        """The checkpoint of ``source``'s network ``member`` (0: ``<source>.pt``)."""
+        if not 0 <= member < self.members:
+            raise SepvaeError(f"model {source!r} has {self.members} member(s), not a member {member}")
+        return f"{source}.pt" if member == 0 else f"{source}.{member}.pt"
 
 
 def sha256_of(path: Path) -> str:
@@ -179,6 +190,34 @@ def save_checkpoints(folder: Path, models: dict[str, Any], card: ModelCard) -> M
         return lambda tmp: save_tensors(payload, tmp)
 
     return add_files(folder, card, {card.weights_file(s): writer(s, m) for s, m in models.items()})
+
+
+def join_members(folder: Path, runs: list[Path], info: dict[str, Any] | None = None) -> ModelCard:
+    """Copy the checkpoints of runs that differ only in their seed into one model folder of
+    ``len(runs)`` members per source (run k's ``<source>.pt`` becomes ``<source>.<k>.pt``);
+    its card is the first run's with ``members`` set and ``info`` added. Each run is
+    verified first; runs that differ in anything but the seed (data, model, STFT, level,
+    other training settings) are refused with one line naming both."""
+    import shutil
+
+    cards = [verify_folder(run) for run in runs]
+    first = cards[0]
+
+    def alike(card: ModelCard) -> ModelCard:
+        return card.replace(train=dataclasses.replace(card.train, seed=0) if card.train else None,
+                            version="", sha256={}, info={})
+
+    for run, card in zip(runs[1:], cards[1:]):
+        if alike(card) != alike(first) or card.members != 1:
+            raise SepvaeError(f"{run}: cannot be a member beside {runs[0]}: the runs differ in more than their seed")
+    info = {**first.info, **(info or {}), "member_runs": [run.name for run in runs]}
+    card = first.replace(members=len(runs), sha256={}, info=info)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    copies = {
+        card.weights_file(source, k): (lambda tmp, path=run / first.weights_file(source): shutil.copyfile(path, tmp))
+        for k, run in enumerate(runs) for source in card.sources
+    }
+    return add_files(folder, card, copies)
 
 
 def init_model_folder(folder: Path, card: ModelCard, scale=None) -> ModelCard:

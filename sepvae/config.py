@@ -297,6 +297,10 @@ class Method:
     # Inference: rounds of MISI phase reconstruction after the mask (sepvae.separator); 0
     # keeps the mixture's phase (eq. 90).
     phase_iterations: int = 0
+    # Inference: the mean of this many networks' magnitude estimates per source, trained
+    # alike but for their seeds (train.seed, train.seed + 1, ...). Each member is the run of
+    # the same method with that seed, shared with any method that trains it alone.
+    members: int = 1
 
     def __post_init__(self):
         from sepvae.methods import entry
@@ -312,6 +316,12 @@ class Method:
             raise SepvaeError(f"method {self.label!r}: match_level is for trained models, not {self.kind}")
         if self.phase_iterations < 0:
             raise SepvaeError(f"method {self.label!r}: phase_iterations must be >= 0, got {self.phase_iterations}")
+        if self.members < 1:
+            raise SepvaeError(f"method {self.label!r}: members must be >= 1, got {self.members}")
+        if self.members > 1 and (not self.entry.has_model or self.entry.fits):
+            what = "fits codes to each mixture" if self.entry.has_model else "has no networks"
+            raise SepvaeError(f"method {self.label!r}: members average networks' estimates of the mixture; "
+                              f"{self.kind} {what}")
         if not self.mask_power > 0 or self.nmf_components < 1:
             raise SepvaeError(
                 f"method {self.label!r}: mask_power must be > 0 and nmf_components >= 1, "
@@ -324,6 +334,13 @@ class Method:
         from sepvae.methods import entry
 
         return entry(self.kind)
+
+    def member(self, k: int) -> "Method":
+        """Member ``k`` of this method's networks: the same method alone, seed train.seed + k."""
+        if not 0 <= k < self.members:
+            raise ValueError(f"method {self.label!r} has {self.members} member(s), not a member {k}")
+        train = dataclasses.replace(self.train, seed=self.train.seed + k)
+        return dataclasses.replace(self, train=train, members=1)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@
     data/mixtures/<hash>/manifest.csv + WAVs       mixtures (sepvae.mixing)
     runs/models/<kind>-<mode>-<hash>/              model.json card, <source>.pt (or nmf.pt),
                                                    history*.json, done
+    runs/models/<kind>-<mode>-<hash>-x<n>/         n runs of other seeds joined: <source>.<k>.pt
     runs/separations/<key>/<mixture>/<source>.wav  estimates of the test mixtures, done
     runs/scores/<key>.csv                          scores of those estimates
     reports/<experiment>/metrics.csv               one row per (mixture, source, method)
@@ -46,6 +47,9 @@ class Layout:
         fields = method.entry.run_fields
         if fields is None:
             raise SepvaeError(f"method {method.label!r} ({method.kind}) is not trained")
+        if method.members > 1:  # its members' runs, joined (sepvae.checkpoint.join_members)
+            alone = self.model_run(method.member(0), training_mixtures, sample_rate)
+            return alone.with_name(f"{alone.name}-x{method.members}")
         key = config_hash(fields(method), {"training_mixtures": training_mixtures, "sample_rate": sample_rate})
         return self.runs / "models" / f"{method.kind}-{method.source_mode}-{key}"
 

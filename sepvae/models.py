@@ -306,3 +306,30 @@ class SourceModel(nn.Module):
         inputs = normalized_inputs(magnitudes, self.scale, self.input_mean, self.input_std)
         return self.network.estimate(inputs) * self.scale
 
+
+
+class MeanOfModels(nn.Module):
+    """Source models of one source trained alike but for their seeds, as one: the mean of
+    their magnitude estimates (a model folder's ``members``, :func:`sepvae.checkpoint.join_members`).
+
+    Shape:
+        magnitudes: ``(frames, n_bins)`` -> ``(frames, n_bins)``, non-negative
+    """
+
+    def __init__(self, members: list[SourceModel]):
+        super().__init__()
+        if not members or len({member.n_bins for member in members}) != 1:
+            raise ValueError(f"members must be one or more models of one bin count, got {[m.n_bins for m in members]}")
+        self.members = nn.ModuleList(members)
+
+    @property
+    def n_bins(self) -> int:
+        return self.members[0].n_bins
+
+    @property
+    def scale(self) -> Tensor:
+        return self.members[0].scale
+
+    @torch.no_grad()
+    def forward(self, magnitudes: Tensor) -> Tensor:
+        return torch.stack([member(magnitudes) for member in self.members]).mean(0)

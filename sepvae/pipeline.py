@@ -27,7 +27,7 @@ from sepvae.config import Experiment, Method, SourceMode
 from sepvae.errors import SepvaeError
 from sepvae.executor import Executor, Failure, Job, LocalExecutor, raise_failures
 from sepvae.io import audio_info, csv_text, file_md5, write_text
-from sepvae.layout import DONE, Layout, is_done
+from sepvae.layout import DONE, Layout, is_done, mark_done
 from sepvae.metrics import METRICS
 from sepvae.mixing import read_manifest, training_key
 from sepvae.results.html import LISTEN_DEFAULT, Listening
@@ -86,10 +86,16 @@ def _folds(experiment: Experiment, layout: Layout) -> list[tuple[Experiment, Pat
 
 
 def run_of(method: Method, manifest: Path, rate: int, layout: Layout) -> Path | None:
-    """A trained method's run folder (None for a method that does not train)."""
+    """A trained method's run folder (None for a method that does not train); a method of
+    several members: the folder their runs are joined into."""
     if not method.entry.trains:
         return None
     return layout.model_run(method, training_key(manifest), rate)
+
+
+def member_runs(method: Method, manifest: Path, rate: int, layout: Layout) -> list[Path]:
+    """The runs a trained method's networks come from: its own, or one per member."""
+    return [run_of(method.member(k), manifest, rate, layout) for k in range(method.members)]
 
 
 def train_all(experiment: Experiment, layout: Layout = Layout(), device: str = "auto", on_epoch=None,
@@ -99,24 +105,33 @@ def train_all(experiment: Experiment, layout: Layout = Layout(), device: str = "
     Finished runs are skipped before any job starts; a run two methods share trains once.
     The networks of every run still to train (all methods, sweep points and folds) train
     together in as few stacked ensembles as their sizes allow (:func:`train.train_plans`):
-    one job per group that can stack (:func:`sepvae.jobs.training_jobs`).
+    one job per group that can stack (:func:`sepvae.jobs.training_jobs`). A method of
+    several members trains each member's run (its seed's) and then joins them.
     """
+    from sepvae.checkpoint import join_members
     from sepvae.jobs import training_jobs
     from sepvae.train import training_data
 
-    runs, todo, data = {}, {}, {}
+    runs, todo, data, joins = {}, {}, {}, {}
     for fold, manifest, rate in _folds(experiment, layout):
         for method in fold.methods:
             run = run_of(method, manifest, rate, layout)
             if run is None:
                 continue
             runs[_key(method, fold)] = run
-            if run in todo or is_done(run, model_run=True):
-                continue
-            if (manifest, method.stft) not in data:  # read once per fold and STFT, on this machine
-                data[manifest, method.stft] = training_data(manifest, method.stft, rate)
-            todo[run] = (method, data[manifest, method.stft], rate)
+            members = member_runs(method, manifest, rate, layout)
+            if method.members > 1 and not is_done(run, model_run=True):
+                joins[run] = (members, method.label)
+            for k, member in enumerate(members):
+                if member in todo or is_done(member, model_run=True):
+                    continue
+                if (manifest, method.stft) not in data:  # read once per fold and STFT, on this machine
+                    data[manifest, method.stft] = training_data(manifest, method.stft, rate)
+                todo[member] = (method.member(k), data[manifest, method.stft], rate)
     raise_failures(_run(executor, training_jobs(todo, device), on_epoch))
+    for run, (members, label) in joins.items():
+        join_members(run, members, {"method": label})
+        mark_done(run)
     return runs
 
 
@@ -254,14 +269,16 @@ def training_times(folds: list[tuple[Experiment, Path, int]], layout: Layout) ->
     methods, runs = {}, {}
     for fold, manifest, rate in folds:
         for method in fold.methods:
-            run = run_of(method, manifest, rate, layout)
-            paths = sorted(run.glob("history*.json")) if run is not None else []
-            if not paths:
+            if not method.entry.trains:
                 continue
-            key = method.label if method.source_mode is SourceMode.GENDER else f"{method.label} ({method.source_mode})"
-            histories.setdefault(key, []).extend(json.loads(path.read_text()) for path in paths)
-            methods[key] = method
-            runs.setdefault(key, []).append(run.name)
+            for run in member_runs(method, manifest, rate, layout):
+                paths = sorted(run.glob("history*.json"))
+                if not paths:
+                    continue
+                key = method.label if method.source_mode is SourceMode.GENDER else f"{method.label} ({method.source_mode})"
+                histories.setdefault(key, []).extend(json.loads(path.read_text()) for path in paths)
+                methods[key] = method
+                runs.setdefault(key, []).append(run.name)
     return {
         key: {
             "source_mode": str(methods[key].source_mode),

@@ -186,6 +186,7 @@ class Separator:
         from sepvae.checkpoint import card_of, load_checkpoint
         from sepvae.device import pick_device
         from sepvae.methods import entry
+        from sepvae.models import MeanOfModels
 
         run = Path(run)
         if not run.is_dir():
@@ -196,10 +197,13 @@ class Separator:
         if missing:
             raise SepvaeError(f"{run}: no model for source(s) {', '.join(missing)} (has {', '.join(card.sources) or 'none'})")
         torch_device = pick_device(device)
-        loaded = {
-            source: load_checkpoint(run / card.weights_file(stem), torch_device, card)[0]
-            for source, stem in models.items()
-        }
+
+        def load(stem: str) -> torch.nn.Module:
+            members = [load_checkpoint(run / card.weights_file(stem, k), torch_device, card)[0]
+                       for k in range(card.members)]
+            return members[0] if len(members) == 1 else MeanOfModels(members)
+
+        loaded = {source: load(stem) for source, stem in models.items()}
         if mask_power is None:
             mask_power = float(card.info.get("mask_power", 1.0))
         if match_level is None:
@@ -210,6 +214,8 @@ class Separator:
             raise SepvaeError(f"{run}: level matching needs the training mixtures' level (input_rms), which this "
                               f"model's card lacks: train it again with this version")
         make_estimator = entry(card.kind).estimator
+        if make_estimator and card.members > 1:
+            raise SepvaeError(f"{run}: {card.kind} fits codes to each mixture; its card's {card.members} members cannot be averaged")
         estimator = make_estimator(card) if make_estimator else None
         return cls(loaded, card.stft, card.sample_rate, mask_power, estimator=estimator,
                    input_rms=card.input_rms if match_level else None, phase_iterations=phase_iterations)

@@ -46,6 +46,20 @@ def test_card_round_trips_through_json(tmp_path):
     assert read_card(tmp_path / "elsewhere") is None
 
 
+def test_a_card_of_several_members_names_their_files(tmp_path):
+    joined = card(members=3)
+    write_card(tmp_path, joined)
+    assert read_card(tmp_path).members == 3 and json.loads((tmp_path / CARD).read_text())["members"] == 3
+    assert [joined.weights_file("male", k) for k in range(3)] == ["male.pt", "male.1.pt", "male.2.pt"]
+    with pytest.raises(SepvaeError, match="model 'male' has 3 member"):
+        joined.weights_file("male", 3)
+    data = json.loads((tmp_path / CARD).read_text())
+    del data["members"]  # cards written before members existed hold one network per source
+    assert ModelCard.from_json(data, "old").members == 1
+    with pytest.raises(SepvaeError, match="bad: not a valid sepvae model card .*members must be >= 1"):
+        ModelCard.from_json({**data, "members": 0}, "bad")
+
+
 def test_checkpoint_errors(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     write_card(tmp_path, card(sha256={"junk.pt": sha256_of(tmp_path / "junk.pt")}))

@@ -425,3 +425,73 @@ def test_runs_at_other_stft_settings_train_in_stacks_of_their_own(tiny_run, tmp_
     assert len(training_jobs(todo, "cpu")) == 2
     runs = train_all(experiment, layout, device="cpu")
     assert sorted(load_checkpoint(runs[f"{s} (gender)"] / "male.pt")[0].scale.numel() for s in ("D", "E")) == [129, 257]
+
+
+def test_a_method_of_two_members_averages_the_runs_of_two_seeds(tiny_run, tmp_path):
+    """``members = 2`` trains nothing of its own: its runs are those of the method alone with
+    seeds 0 and 1, joined into one folder whose separator averages their estimates; the
+    pipeline's estimates, the tool's and a shipped copy's agree."""
+    import dataclasses
+
+    from sepvae.checkpoint import card_of, join_members, sha256_of
+    from sepvae.config import Method, TrainConfig, model_config
+    from sepvae.features import load_mono
+    from sepvae.mixing import read_manifest
+    from sepvae.pretrained import export
+
+    experiment, paths, _, _ = tiny_run
+    layout = dataclasses.replace(paths, runs=tmp_path / "runs", reports=tmp_path / "reports")
+    model = model_config({"name": "ae", "hidden": [16], "latent": 4, "decoder_hidden": [16]})
+    alone = Method(label="ae", kind="ae", model=model, train=TrainConfig(epochs=1, batch_size=64))
+    methods = (alone, dataclasses.replace(alone, label="ae seed1", train=TrainConfig(epochs=1, batch_size=64, seed=1)),
+               dataclasses.replace(alone, label="ae x2", members=2))
+    twins = dataclasses.replace(experiment, methods=methods)
+    runs = train_all(twins, layout, device="cpu")
+    seed0, seed1, joined = runs["ae (gender)"], runs["ae seed1 (gender)"], runs["ae x2 (gender)"]
+    assert joined == seed0.with_name(f"{seed0.name}-x2") and len(list((tmp_path / "runs" / "models").iterdir())) == 3
+    card = card_of(joined)
+    assert card.members == 2 and card.info["member_runs"] == [seed0.name, seed1.name] and card.info["method"] == "ae x2"
+    for source in ("female", "male"):
+        assert card.sha256[f"{source}.pt"] == sha256_of(seed0 / f"{source}.pt")
+        assert card.sha256[f"{source}.1.pt"] == sha256_of(seed1 / f"{source}.pt")
+
+    # The mean of the two seeds' magnitude estimates, then the usual mask.
+    separator = Separator.from_run(joined, device="cpu")
+    one, other = Separator.from_run(seed0, device="cpu"), Separator.from_run(seed1, device="cpu")
+    magnitude = torch.rand(129, 30)
+    expected = (one.estimate_magnitudes(magnitude) + other.estimate_magnitudes(magnitude)) / 2
+    torch.testing.assert_close(separator.estimate_magnitudes(magnitude), expected)
+    assert not torch.allclose(one.estimate_magnitudes(magnitude), other.estimate_magnitudes(magnitude))
+
+    # The pipeline's estimates (through the jobs' copy of the folder) are the tool's.
+    folders = separate_all(twins, layout)
+    test = read_manifest(manifest_of(experiment, layout), "test")[0]
+    waveforms, _ = separator.separate_tensor(load_mono(test.mixture_path, 16000))
+    for k, source in enumerate(separator.sources):
+        written = load_mono(folders["ae x2 (gender)"] / test.id / f"{source}.wav", 16000)
+        np.testing.assert_allclose(written.numpy(), waveforms[k].numpy(), atol=1e-4)
+
+    # Shipped, it keeps its members; a corrupted member is named.
+    shipped = export(joined, "twins", root=tmp_path / "shipped")
+    assert card_of(shipped).members == 2 and "2 networks of different seeds averaged" in card_of(shipped).info["description"]
+    torch.testing.assert_close(Separator.from_run(shipped, device="cpu").estimate_magnitudes(magnitude), expected)
+    (shipped / "male.1.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SepvaeError, match=r"male\.1\.pt: sha256 does not match"):
+        Separator.from_run(shipped, device="cpu")
+    # Runs that differ in more than their seed cannot be members of one folder.
+    other_model = dataclasses.replace(alone, label="wide", model=dataclasses.replace(model, hidden=(8,)))
+    wide = train_all(dataclasses.replace(experiment, methods=(other_model,)), layout, device="cpu")["wide (gender)"]
+    with pytest.raises(SepvaeError, match="differ in more than their seed"):
+        join_members(tmp_path / "bad", [seed0, wide])
+
+
+@pytest.mark.parametrize("kind, fields, message", [
+    ("ae", {"members": 0}, "members must be >= 1, got 0"),
+    ("nmf", {"members": 2}, "nmf has no networks"),
+    ("vae-fit", {"members": 2}, "vae-fit fits codes to each mixture"),
+])
+def test_members_are_checked(kind, fields, message):
+    from sepvae.config import Method
+
+    with pytest.raises(SepvaeError, match=message):
+        Method(label="x", kind=kind, **fields)

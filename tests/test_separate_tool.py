@@ -14,7 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from sepvae import pretrained
-from sepvae.checkpoint import card_of, save_checkpoints
+from sepvae.checkpoint import card_of, join_members, save_checkpoints
 from sepvae.cli import app
 from sepvae.config import ModelConfig, StftConfig
 from sepvae.errors import SepvaeError
@@ -386,6 +386,9 @@ def test_json_summary(tmp_path, model_dir):
 def test_models_command(tmp_path, model_dir):
     runs = model_dir.parent.parent
     make_checkpoints(runs / "models" / "vae-gender-unfinished", done=False)
+    joined = runs / "models" / f"{model_dir.name}-x2"
+    join_members(joined, [model_dir, model_dir])
+    (joined / "done").write_text("")
     result = run("models", "--runs", runs)
     assert result.exit_code == 0, result.output
     text = result.stdout
@@ -393,10 +396,12 @@ def test_models_command(tmp_path, model_dir):
     row = next(line for line in text.splitlines() if str(model_dir) in line)
     assert "vae (gender)" in row and "female, male" in row and "16 ms window, 8 ms overlap @ 16000 Hz" in row
     assert row.rstrip().endswith("yes")
+    assert "vae x2 (gender)" in next(line for line in text.splitlines() if str(joined) in line)
     unfinished = next(line for line in text.splitlines() if "unfinished" in line)
     assert "no" in unfinished.split()[-4:] and "training not finished" in unfinished
     listed = json.loads(run("models", "--runs", runs, "--json").stdout)
     by_path = {m["path"]: m for m in listed}
+    assert by_path[str(joined)]["members"] == 2 and by_path[str(model_dir)]["members"] == 1
     assert by_path[str(model_dir)]["usable"] and not by_path[str(runs / "models" / "vae-gender-unfinished")]["done"]
     assert listed[0]["name"] == "default" and listed[0]["origin"] == "shipped"
 

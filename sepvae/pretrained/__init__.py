@@ -76,10 +76,12 @@ def export(run: str | Path, name: str = DEFAULT, description: str = "", root: Pa
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out.parent))
     for file in card.sha256:
         shutil.copyfile(run / file, staging / file)
+    members = f", {card.members} networks of different seeds averaged" if card.members > 1 else ""
     info = {
         "name": name,
         "description": description or (
-            f"{card.kind} per gender class (method {card.info.get('method', card.kind)!r}), "
+            f"{card.kind} per gender class{members} "
+            f"(method {card.info.get('method', card.kind)!r}), "
             f"trained by sepvae {card.version or '?'}"
         ),
         "run": run.name,

@@ -15,7 +15,7 @@ import soundfile as sf
 from tests.conftest import speechlike
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ("male.pt", "female.pt", "model.json")
+SHIPPED = ("male.pt", "female.pt", "male.1.pt", "female.1.pt", "model.json")
 
 
 def _build_wheel(tmp_path: Path) -> Path:

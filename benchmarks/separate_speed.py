@@ -5,7 +5,8 @@ STFT setting E: 16 ms window, 8 ms overlap at 16 kHz; random weights, as speed d
 depend on them):
 
 - ``sepvae --help`` wall time (imports must stay lazy);
-- start-up: a fresh process importing sepvae and loading the two checkpoints;
+- start-up: a fresh process importing sepvae and loading the checkpoints (``--members`` per
+  source, 2 by default as in the shipped model);
 - separation speed after start-up, as x real time, through ``Separator.separate`` (the
   same streaming path as the CLI), for 16 kHz mono and 44.1 kHz stereo input, with torch's
   default thread count and with one thread;
@@ -71,19 +72,21 @@ def speechlike(seconds: float, rate: int, seed: int) -> np.ndarray:
     return (0.05 * mix + 0.003 * rng.standard_normal(t.size)).astype(np.float32)
 
 
-def make_model(folder: Path) -> Path:
-    """An untrained model folder of the paper's size (the speed does not depend on the weights)."""
+def make_model(folder: Path, members: int) -> Path:
+    """An untrained model folder of the paper's size (the speed does not depend on the
+    weights), with ``members`` networks per source as a shipped model of that many seeds."""
     import torch
 
     import sepvae
-    from sepvae.checkpoint import ModelCard, init_model_folder
+    from sepvae.checkpoint import ModelCard, init_model_folder, join_members
     from sepvae.config import ModelConfig, SourceMode, StftConfig
 
     stft, model = StftConfig(16.0, 8.0), ModelConfig()
     n_bins = stft.n_bins(RATE)
     card = ModelCard(kind="vae", source_mode=SourceMode.GENDER, sources=("female", "male"), sample_rate=RATE,
                      stft=stft, n_bins=n_bins, model=model, version=sepvae.__version__)
-    init_model_folder(folder, card, torch.linspace(0.5, 2, n_bins))
+    init_model_folder(folder / "member", card, torch.linspace(0.5, 2, n_bins))
+    join_members(folder, [folder / "member"] * members)
     (folder / "done").write_text("")
     return folder
 
@@ -181,6 +184,7 @@ def main() -> None:
     parser.add_argument("--long-rate", type=int, default=44_100)
     parser.add_argument("--long-channels", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=120.0, help="Audio per speed measurement.")
+    parser.add_argument("--members", type=int, default=2, help="Networks per source (the shipped model has 2).")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "separate.json")
     args = parser.parse_args()
 
@@ -192,14 +196,15 @@ def main() -> None:
                     "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                     "load_average_at_start": os.getloadavg()},
         "model": "vae, encoder [129, 256, 256, 128], decoder [256, 256, 129], STFT 16 ms / 8 ms overlap at 16 kHz",
+        "members": args.members,
     }
     with tempfile.TemporaryDirectory(prefix="sepvae-bench-") as tmp:
-        model = make_model(Path(tmp) / "model")
+        model = make_model(Path(tmp) / "model", args.members)
         results["help_seconds"] = round(wall([*SEPVAE, "--help"]), 3)
         print(f"sepvae --help: {results['help_seconds']} s", flush=True)
         load = [PYTHON, "-c", f"from sepvae.separator import Separator; Separator.from_run({str(model)!r}, device='cpu')"]
         results["startup_seconds"] = round(wall(load, 3), 3)
-        print(f"start-up (import + load two checkpoints): {results['startup_seconds']} s", flush=True)
+        print(f"start-up (import + load {2 * args.members} checkpoints): {results['startup_seconds']} s", flush=True)
         results["separation"] = separation_speed(model, args.seconds, None) + separation_speed(model, args.seconds, 1)
         if args.minutes > 0:
             results["long_file"] = [long_file(model, args.minutes, args.long_rate, args.long_channels, None)]

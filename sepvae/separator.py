@@ -182,6 +182,8 @@ class Separator:
         (``info.mask_power``, what the model was evaluated with), else 1 (eq. 90).
         ``match_level`` None: as the card recommends (``info.match_level``), else off;
         ``phase_iterations`` None: as the card says (``info.phase_iterations``), else 0.
+        A folder of several members per source (card ``members``) gives each source the
+        mean of its networks' estimates (:class:`~sepvae.models.MeanOfModels`).
         """
         from sepvae.checkpoint import card_of, load_checkpoint
         from sepvae.device import pick_device
@@ -196,6 +198,9 @@ class Separator:
         missing = [stem for stem in models.values() if stem not in card.sources]
         if missing:
             raise SepvaeError(f"{run}: no model for source(s) {', '.join(missing)} (has {', '.join(card.sources) or 'none'})")
+        make_estimator = entry(card.kind).estimator
+        if make_estimator and card.members > 1:
+            raise SepvaeError(f"{run}: {card.kind} fits codes to each mixture; its card's {card.members} members cannot be averaged")
         torch_device = pick_device(device)
 
         def load(stem: str) -> torch.nn.Module:
@@ -213,9 +218,6 @@ class Separator:
         if match_level and card.input_rms is None:
             raise SepvaeError(f"{run}: level matching needs the training mixtures' level (input_rms), which this "
                               f"model's card lacks: train it again with this version")
-        make_estimator = entry(card.kind).estimator
-        if make_estimator and card.members > 1:
-            raise SepvaeError(f"{run}: {card.kind} fits codes to each mixture; its card's {card.members} members cannot be averaged")
         estimator = make_estimator(card) if make_estimator else None
         return cls(loaded, card.stft, card.sample_rate, mask_power, estimator=estimator,
                    input_rms=card.input_rms if match_level else None, phase_iterations=phase_iterations)

@@ -483,6 +483,11 @@ def test_a_method_of_two_members_averages_the_runs_of_two_seeds(tiny_run, tmp_pa
     wide = train_all(dataclasses.replace(experiment, methods=(other_model,)), layout, device="cpu")["wide (gender)"]
     with pytest.raises(SepvaeError, match="differ in more than their seed"):
         join_members(tmp_path / "bad", [seed0, wide])
+    # A fitting method's decoders fit codes to each mixture: nothing to average.
+    fitted = tiny_run[2]["vae-fit (gender)"]
+    join_members(tmp_path / "fit-x2", [fitted, fitted])
+    with pytest.raises(SepvaeError, match="vae-fit fits codes to each mixture; its card's 2 members cannot be averaged"):
+        Separator.from_run(tmp_path / "fit-x2", device="cpu")
 
 
 @pytest.mark.parametrize("kind, fields, message", [

@@ -220,6 +220,17 @@ def join_members(folder: Path, runs: list[Path], info: dict[str, Any] | None = N
     return add_files(folder, card, copies)
 
 
+def holds_members(folder: Path, runs: list[Path]) -> bool:
+    """Whether ``folder``'s card lists, as member k, the checkpoints run k's card lists now
+    (False after a member run was trained again with other weights, or never joined)."""
+    card = read_card(folder)
+    cards = [read_card(run) for run in runs]
+    if card is None or card.members != len(runs) or any(c is None for c in cards):
+        return False
+    return all(card.sha256.get(card.weights_file(source, k)) == member.sha256.get(member.weights_file(source))
+               for k, member in enumerate(cards) for source in card.sources)
+
+
 def init_model_folder(folder: Path, card: ModelCard, scale=None) -> ModelCard:
     """A model folder of untrained source models, source k built under ``torch.manual_seed(k)``
     (``scale``: their normalization, default 1): for tests and speed benchmarks."""

@@ -108,7 +108,7 @@ def train_all(experiment: Experiment, layout: Layout = Layout(), device: str = "
     one job per group that can stack (:func:`sepvae.jobs.training_jobs`). A method of
     several members trains each member's run (its seed's) and then joins them.
     """
-    from sepvae.checkpoint import join_members
+    from sepvae.checkpoint import holds_members, join_members
     from sepvae.jobs import training_jobs
     from sepvae.train import training_data
 
@@ -120,16 +120,18 @@ def train_all(experiment: Experiment, layout: Layout = Layout(), device: str = "
                 continue
             runs[_key(method, fold)] = run
             members = member_runs(method, manifest, rate, layout)
-            if method.members > 1 and not is_done(run, model_run=True):
-                joins[run] = (members, method.label)
+            done = [is_done(member, model_run=True) for member in members]
+            if method.members > 1 and not (all(done) and is_done(run, model_run=True) and holds_members(run, members)):
+                joins[run] = (members, method.label)  # joined anew when a member (re)trains
             for k, member in enumerate(members):
-                if member in todo or is_done(member, model_run=True):
+                if done[k] or member in todo:
                     continue
                 if (manifest, method.stft) not in data:  # read once per fold and STFT, on this machine
                     data[manifest, method.stft] = training_data(manifest, method.stft, rate)
                 todo[member] = (method.member(k), data[manifest, method.stft], rate)
     raise_failures(_run(executor, training_jobs(todo, device), on_epoch))
     for run, (members, label) in joins.items():
+        (run / DONE).unlink(missing_ok=True)
         join_members(run, members, {"method": label})
         mark_done(run)
     return runs

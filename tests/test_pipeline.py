@@ -433,7 +433,7 @@ def test_a_method_of_two_members_averages_the_runs_of_two_seeds(tiny_run, tmp_pa
     pipeline's estimates, the tool's and a shipped copy's agree."""
     import dataclasses
 
-    from sepvae.checkpoint import card_of, join_members, sha256_of
+    from sepvae.checkpoint import add_files, card_of, join_members, sha256_of
     from sepvae.config import Method, TrainConfig, model_config
     from sepvae.features import load_mono
     from sepvae.mixing import read_manifest
@@ -488,6 +488,12 @@ def test_a_method_of_two_members_averages_the_runs_of_two_seeds(tiny_run, tmp_pa
     join_members(tmp_path / "fit-x2", [fitted, fitted])
     with pytest.raises(SepvaeError, match="vae-fit fits codes to each mixture; its card's 2 members cannot be averaged"):
         Separator.from_run(tmp_path / "fit-x2", device="cpu")
+    # A member trained again with other weights (as a retrain elsewhere could give) is joined
+    # again: here seed 0's male network put in seed 1's run.
+    add_files(seed1, card_of(seed1), {"male.pt": lambda tmp: shutil.copyfile(seed0 / "male.pt", tmp)})
+    assert card_of(joined).sha256["male.1.pt"] != sha256_of(seed1 / "male.pt")
+    train_all(twins, layout, device="cpu")
+    assert card_of(joined).sha256["male.1.pt"] == sha256_of(seed1 / "male.pt") == sha256_of(joined / "male.1.pt")
 
 
 @pytest.mark.parametrize("kind, fields, message", [

@@ -326,10 +326,6 @@ class MeanOfModels(nn.Module):
     def n_bins(self) -> int:
         return self.members[0].n_bins
 
-    @property
-    def scale(self) -> Tensor:
-        return self.members[0].scale
-
     @torch.no_grad()
     def forward(self, magnitudes: Tensor) -> Tensor:
         return torch.stack([member(magnitudes) for member in self.members]).mean(0)

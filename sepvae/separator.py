@@ -152,7 +152,7 @@ class Separator:
         if phase_iterations < 0:
             raise SepvaeError(f"phase iterations must be >= 0, got {phase_iterations}")
         self.phase_iterations = phase_iterations
-        self.device = next(iter(models.values())).scale.device
+        self.device = next(next(iter(models.values())).parameters()).device
 
     @property
     def sources(self) -> list[str]:

@@ -138,12 +138,13 @@ def resolve_model(model: str = pretrained.DEFAULT) -> ModelInfo:
 
 
 def load_separator(model: str = pretrained.DEFAULT, device: str = "auto", match_level: bool | None = None,
-                   phase_iterations: int | None = None):
+                   phase_iterations: int | None = None, shifts: int | None = None):
     """(Separator, ModelInfo) for ``--model``; one-line SepvaeError for anything wrong.
-    ``match_level``, ``phase_iterations`` None: as the model's card recommends."""
+    ``match_level``, ``phase_iterations``, ``shifts`` None: as the model's card recommends."""
     from sepvae.separator import Separator
 
     info = resolve_model(model)
-    separator = Separator.from_run(info.path, device=device, match_level=match_level, phase_iterations=phase_iterations)
+    separator = Separator.from_run(info.path, device=device, match_level=match_level, phase_iterations=phase_iterations,
+                                   shifts=shifts)
     info.sources = separator.sources
     return separator, info

@@ -370,6 +370,9 @@ def separate(
     phase_iterations: Optional[int] = typer.Option(
         None, "--phase-iterations", min=0,
         help="Rounds of MISI phase reconstruction after the mask (0: the mixture's phase, as in the paper). Default: as the model's card says."),
+    shifts: Optional[int] = typer.Option(
+        None, "--shifts", min=1,
+        help="Average this many passes on STFT frames shifted by fractions of a hop (1: one pass, as in the paper; each more costs one more pass). Default: as the model's card says."),
     allow_truncated: bool = AllowTruncatedOption,
 ):
     """Separate recordings into <stem>_<source>.wav per source (e.g. mix_male.wav, mix_female.wav)."""
@@ -388,7 +391,7 @@ def separate(
 
         torch.set_num_threads(threads)
     try:
-        separator, info = load_separator(model, device, match_level, phase_iterations)
+        separator, info = load_separator(model, device, match_level, phase_iterations, shifts)
     except SepvaeError as exc:
         if as_json:
             typer.echo(json.dumps({"model": model, "error": str(exc), "files": [], "failed": len(files)}, indent=2))

@@ -301,6 +301,9 @@ class Method:
     # alike but for their seeds (train.seed, train.seed + 1, ...). Each member is the run of
     # the same method with that seed, shared with any method that trains it alone.
     members: int = 1
+    # Inference: the mean of this many passes whose STFT frames are shifted by fractions of
+    # a hop (sepvae.separator.separate_with_masks); 1 is the paper's single pass.
+    shifts: int = 1
 
     def __post_init__(self):
         from sepvae.methods import entry
@@ -316,6 +319,11 @@ class Method:
             raise SepvaeError(f"method {self.label!r}: match_level is for trained models, not {self.kind}")
         if self.phase_iterations < 0:
             raise SepvaeError(f"method {self.label!r}: phase_iterations must be >= 0, got {self.phase_iterations}")
+        if self.shifts < 1:
+            raise SepvaeError(f"method {self.label!r}: shifts must be >= 1, got {self.shifts}")
+        if self.shifts > 1 and not self.entry.has_model:
+            raise SepvaeError(f"method {self.label!r}: shifts average a trained model's passes over shifted "
+                              f"frames; {self.kind} has no model")
         if self.members < 1:
             raise SepvaeError(f"method {self.label!r}: members must be >= 1, got {self.members}")
         if self.members > 1 and (not self.entry.has_model or self.entry.fits):

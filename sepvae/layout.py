@@ -67,6 +67,8 @@ class Layout:
         inference = f"-p{method.mask_power:g}{'-level' if method.match_level else ''}"
         if method.phase_iterations:
             inference += f"-misi{method.phase_iterations}"
+        if method.shifts > 1:
+            inference += f"-shifts{method.shifts}"
         return self.runs / "separations" / f"{key}{inference}"
 
     def scores(self, separations: Path) -> Path:

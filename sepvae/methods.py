@@ -46,7 +46,8 @@ class MixtureSeparator:
 
     ``masks`` gives per-source masks of the mixture's spectrogram; ``separate`` applies
     them (eq. 90: masked mixture magnitude with the mixture phase, or phases reconstructed
-    with the method's ``phase_iterations``, then iSTFT).
+    with the method's ``phase_iterations``, then iSTFT; the mean of the method's ``shifts``
+    passes on shifted frames).
     """
 
     def __init__(self, method: Method, run: Path | None, sample_rate: int):
@@ -68,7 +69,7 @@ class MixtureSeparator:
         with torch.no_grad():
             separated, _ = separate_with_masks(
                 waveform, lambda spec: self.masks(mixture, spec), self.method.stft, self.sample_rate,
-                self.method.phase_iterations,
+                self.method.phase_iterations, self.method.shifts,
             )
         return {name: estimate.numpy() for name, estimate in zip(mixture.source_paths, separated)}
 

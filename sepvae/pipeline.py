@@ -122,7 +122,7 @@ def train_all(experiment: Experiment, layout: Layout = Layout(), device: str = "
             members = member_runs(method, manifest, rate, layout)
             done = [is_done(member, model_run=True) for member in members]
             if method.members > 1 and not (all(done) and is_done(run, model_run=True) and holds_members(run, members)):
-                joins[run] = (members, method.label)  # joined anew when a member (re)trains
+                joins.setdefault(run, (members, method.label))  # anew when a member (re)trained
             for k, member in enumerate(members):
                 if done[k] or member in todo:
                     continue
@@ -446,6 +446,8 @@ def export_model(experiment: Experiment, label: str = "best", name: str = "defau
     extra = {"mask_power": chosen.mask_power, "match_level": chosen.match_level}
     if chosen.phase_iterations:
         extra["phase_iterations"] = chosen.phase_iterations
+    if chosen.shifts > 1:
+        extra["shifts"] = chosen.shifts
     if chosen_by is not None:
         evaluation["chosen_by"] = _card_medians(chosen_by, judged[label])
     manifest = find_manifest(experiment, layout)

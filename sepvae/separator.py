@@ -47,6 +47,7 @@ def separate_with_masks(
     stft_config: StftConfig,
     sample_rate: int,
     phase_iterations: int = 0,
+    shifts: int = 1,
 ) -> tuple[Tensor, Tensor]:
     """STFT -> masks -> masked mixture (eq. 90) -> iSTFT, exactly as long as the mixture.
 
@@ -55,18 +56,35 @@ def separate_with_masks(
     ``phase_iterations`` > 0 the masked magnitudes get phases of their own instead of the
     mixture's (:func:`reconstruct_phase`).
 
+    ``shifts`` > 1 averages the waveforms of that many passes whose STFT frames are shifted
+    by ``k * hop // shifts`` samples (k = 0 .. shifts - 1): the mixture is delayed by that
+    many zeros and its estimates advanced again, so every pass sees the same recording on
+    another frame grid (the "shift trick" of test-time augmentation). ``mask_fn`` must then
+    depend on the spectrogram it is given only (a model's or an NMF's mask, not an oracle's).
+    The masks returned are those of the unshifted pass.
+
     Shape:
         mixture: (time,) -> waveforms (sources, time), masks (sources, bins, frames)
     """
     if mixture.ndim != 1:
         raise ValueError(f"mixture must be (time,), got {tuple(mixture.shape)}")
+    if shifts < 1:
+        raise ValueError(f"shifts must be >= 1, got {shifts}")
     n_fft, hop = stft_config.n_fft(sample_rate), stft_config.hop_length(sample_rate)
-    spec = stft(mixture, n_fft, hop)
-    masks = mask_fn(spec)
-    estimates = apply_masks(spec, masks)
-    if phase_iterations:
-        return reconstruct_phase(mixture, estimates, n_fft, hop, phase_iterations), masks
-    return istft(estimates, n_fft, hop, mixture.shape[-1]), masks
+    total, first_masks = None, None
+    for k in range(shifts):
+        delay = k * hop // shifts
+        delayed = torch.nn.functional.pad(mixture, (delay, 0)) if delay else mixture
+        spec = stft(delayed, n_fft, hop)
+        masks = mask_fn(spec)
+        estimates = apply_masks(spec, masks)
+        if phase_iterations:
+            waveforms = reconstruct_phase(delayed, estimates, n_fft, hop, phase_iterations)
+        else:
+            waveforms = istft(estimates, n_fft, hop, delayed.shape[-1])
+        waveforms = waveforms[:, delay:]
+        total, first_masks = (waveforms, masks) if total is None else (total + waveforms, first_masks)
+    return (total if shifts == 1 else total / shifts), first_masks
 
 
 def reconstruct_phase(mixture: Tensor, estimates: Tensor, n_fft: int, hop: int, iterations: int) -> Tensor:
@@ -117,6 +135,10 @@ class Separator:
         input_rms: level matching (:mod:`sepvae.loudness`): the networks see each recording
             brought to this active level (the training mixtures'); the masks apply to the
             recording as it is, so the estimates scale with the input. None: as it is.
+        phase_iterations: rounds of MISI phase reconstruction after the mask (0: the
+            mixture's phase).
+        shifts: the mean of this many passes on frame grids shifted by fractions of a hop
+            (:func:`separate_with_masks`); 1 is one pass, as in the paper.
     """
 
     def __init__(
@@ -130,6 +152,7 @@ class Separator:
         estimator: Callable[[dict[str, torch.nn.Module], Tensor], Tensor] | None = None,
         input_rms: float | None = None,
         phase_iterations: int = 0,
+        shifts: int = 1,
     ):
         if len(models) < 2:
             raise SepvaeError(f"a Separator needs at least two source models, got {list(models)}")
@@ -152,6 +175,9 @@ class Separator:
         if phase_iterations < 0:
             raise SepvaeError(f"phase iterations must be >= 0, got {phase_iterations}")
         self.phase_iterations = phase_iterations
+        if shifts < 1:
+            raise SepvaeError(f"shifts must be >= 1, got {shifts}")
+        self.shifts = shifts
         self.device = next(next(iter(models.values())).parameters()).device
 
     @property
@@ -172,7 +198,7 @@ class Separator:
     def from_run(
         cls, run: str | Path, sources: list[str] | None = None, device: str = "auto",
         mask_power: float | None = None, models: dict[str, str] | None = None,
-        match_level: bool | None = None, phase_iterations: int | None = None,
+        match_level: bool | None = None, phase_iterations: int | None = None, shifts: int | None = None,
     ) -> "Separator":
         """Load a model folder (a training run or a shipped model), checked against its card.
 
@@ -181,7 +207,8 @@ class Separator:
         that mixture's speaker). ``mask_power`` None: the exponent the card recommends
         (``info.mask_power``, what the model was evaluated with), else 1 (eq. 90).
         ``match_level`` None: as the card recommends (``info.match_level``), else off;
-        ``phase_iterations`` None: as the card says (``info.phase_iterations``), else 0.
+        ``phase_iterations`` None: as the card says (``info.phase_iterations``), else 0;
+        ``shifts`` None: as the card says (``info.shifts``), else 1.
         A folder of several members per source (card ``members``) gives each source the
         mean of its networks' estimates (:class:`~sepvae.models.MeanOfModels`).
         """
@@ -215,12 +242,15 @@ class Separator:
             match_level = bool(card.info.get("match_level", False))
         if phase_iterations is None:
             phase_iterations = int(card.info.get("phase_iterations", 0))
+        if shifts is None:
+            shifts = int(card.info.get("shifts", 1))
         if match_level and card.input_rms is None:
             raise SepvaeError(f"{run}: level matching needs the training mixtures' level (input_rms), which this "
                               f"model's card lacks: train it again with this version")
         estimator = make_estimator(card) if make_estimator else None
         return cls(loaded, card.stft, card.sample_rate, mask_power, estimator=estimator,
-                   input_rms=card.input_rms if match_level else None, phase_iterations=phase_iterations)
+                   input_rms=card.input_rms if match_level else None, phase_iterations=phase_iterations,
+                   shifts=shifts)
 
     @classmethod
     def from_pretrained(cls, name: str = "default", device: str = "auto", mask_power: float | None = None) -> "Separator":
@@ -271,7 +301,7 @@ class Separator:
         with torch.inference_mode():
             return separate_with_masks(
                 mixture.to(self.device, torch.float32), lambda spec: self.mask(spec, gain), self.stft_config,
-                self.sample_rate, self.phase_iterations,
+                self.sample_rate, self.phase_iterations, self.shifts,
             )
 
     def active_rms(self, waveform: np.ndarray, sample_rate: int) -> float:

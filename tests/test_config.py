@@ -188,6 +188,8 @@ def test_separation_keys(tmp_path):
     run = tmp_path / "models" / "vae-gender-abc"
     assert layout.separations(Method("v", "vae", mask_power=2.0), run, "t").name.startswith("vae-gender-abc-")
     assert layout.separations(Method("v", "vae", mask_power=2.0), run, "t").name.endswith("-p2")
+    # Passes on shifted frames are other estimates of the same run.
+    assert layout.separations(Method("v", "vae", mask_power=2.0, shifts=2), run, "t").name.endswith("-p2-shifts2")
 
 
 def test_experiment_file_names_registry_kinds(tmp_path):

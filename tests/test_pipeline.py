@@ -13,9 +13,9 @@ from sepvae.config import StftConfig, load_experiment
 from sepvae.errors import SepvaeError
 from sepvae.layout import Layout
 from sepvae.pipeline import evaluate_all, manifest_of, report, separate_all, train_all
-from sepvae.filtering import ideal_ratio_mask
+from sepvae.filtering import apply_masks, ideal_ratio_mask
 from sepvae.separator import Separator, reconstruct_phase, separate_with_masks
-from sepvae.stft import stft
+from sepvae.stft import istft, stft
 from tests.conftest import write_sample_tree
 
 runner = CliRunner()
@@ -164,6 +164,38 @@ def test_phase_reconstruction_finds_the_sources_from_their_true_magnitudes():
     rounds = [snr(reconstruct_phase(mixture, start, n_fft, hop, n)) for n in (0, 5, 50)]
     assert rounds[0] < rounds[1] < rounds[2]
     assert rounds[2] > rounds[0] + 3
+
+
+def test_shifts_average_passes_on_frame_grids_shifted_by_fractions_of_a_hop():
+    """Known answer: shifts = 3 is the mean of three passes on the mixture delayed by 0,
+    hop // 3 and 2 hop // 3 zeros, each advanced again; one shift is the plain pass. With
+    complementary masks every pass, and so their mean, adds up to the mixture."""
+    mixture = _two_voices().sum(0)
+    config = StftConfig()
+    n_fft, hop = config.n_fft(16000), config.hop_length(16000)
+
+    def masks(spec):  # depends on the spectrogram only, as a model's mask does
+        power = spec.abs() ** 2
+        first = power / (power + power.mean())
+        return torch.stack([first, 1 - first])
+
+    def one_pass(delay):
+        delayed = torch.cat([torch.zeros(delay), mixture])
+        spec = stft(delayed, n_fft, hop)
+        return istft(apply_masks(spec, masks(spec)), n_fft, hop, len(delayed))[:, delay:]
+
+    plain, plain_masks = separate_with_masks(mixture, masks, config, 16000)
+    one, one_masks = separate_with_masks(mixture, masks, config, 16000, shifts=1)
+    assert torch.equal(plain, one) and torch.equal(plain_masks, one_masks)
+    shifted, shifted_masks = separate_with_masks(mixture, masks, config, 16000, shifts=3)
+    expected = (one_pass(0) + one_pass(hop // 3) + one_pass(2 * hop // 3)) / 3
+    assert shifted.shape == plain.shape == (2, len(mixture))
+    torch.testing.assert_close(shifted, expected, rtol=0, atol=1e-6)
+    assert torch.equal(shifted_masks, plain_masks)  # the unshifted pass's
+    assert (shifted - plain).abs().max() > 1e-3  # the other grids change the estimates
+    torch.testing.assert_close(shifted.sum(0), mixture, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="shifts must be >= 1, got 0"):
+        separate_with_masks(mixture, masks, config, 16000, shifts=0)
 
 
 def test_a_negative_phase_iterations_is_a_config_error(tmp_path):
@@ -430,7 +462,7 @@ def test_runs_at_other_stft_settings_train_in_stacks_of_their_own(tiny_run, tmp_
 def test_a_method_of_two_members_averages_the_runs_of_two_seeds(tiny_run, tmp_path):
     """``members = 2`` trains nothing of its own: its runs are those of the method alone with
     seeds 0 and 1, joined into one folder whose separator averages their estimates; the
-    pipeline's estimates, the tool's and a shipped copy's agree."""
+    pipeline's estimates, the tool's and a shipped copy's agree, also with shifted passes."""
     import dataclasses
 
     from sepvae.checkpoint import add_files, card_of, join_members, sha256_of
@@ -444,10 +476,12 @@ def test_a_method_of_two_members_averages_the_runs_of_two_seeds(tiny_run, tmp_pa
     model = model_config({"name": "ae", "hidden": [16], "latent": 4, "decoder_hidden": [16]})
     alone = Method(label="ae", kind="ae", model=model, train=TrainConfig(epochs=1, batch_size=64))
     methods = (alone, dataclasses.replace(alone, label="ae seed1", train=TrainConfig(epochs=1, batch_size=64, seed=1)),
-               dataclasses.replace(alone, label="ae x2", members=2))
+               dataclasses.replace(alone, label="ae x2", members=2),
+               dataclasses.replace(alone, label="ae x2 shifts2", members=2, shifts=2))
     twins = dataclasses.replace(experiment, methods=methods)
     runs = train_all(twins, layout, device="cpu")
     seed0, seed1, joined = runs["ae (gender)"], runs["ae seed1 (gender)"], runs["ae x2 (gender)"]
+    assert runs["ae x2 shifts2 (gender)"] == joined  # an inference setting: the same networks
     assert joined == seed0.with_name(f"{seed0.name}-x2") and len(list((tmp_path / "runs" / "models").iterdir())) == 3
     card = card_of(joined)
     assert card.members == 2 and card.info["member_runs"] == [seed0.name, seed1.name] and card.info["method"] == "ae x2"
@@ -470,6 +504,11 @@ def test_a_method_of_two_members_averages_the_runs_of_two_seeds(tiny_run, tmp_pa
     for k, source in enumerate(separator.sources):
         written = load_mono(folders["ae x2 (gender)"] / test.id / f"{source}.wav", 16000)
         np.testing.assert_allclose(written.numpy(), waveforms[k].numpy(), atol=1e-4)
+    shifted, _ = Separator.from_run(joined, device="cpu", shifts=2).separate_tensor(load_mono(test.mixture_path, 16000))
+    assert not torch.allclose(shifted, waveforms, atol=1e-3)
+    for k, source in enumerate(separator.sources):
+        written = load_mono(folders["ae x2 shifts2 (gender)"] / test.id / f"{source}.wav", 16000)
+        np.testing.assert_allclose(written.numpy(), shifted[k].numpy(), atol=1e-4)
 
     # Shipped, it keeps its members; a corrupted member is named.
     shipped = export(joined, "twins", root=tmp_path / "shipped")
@@ -500,8 +539,10 @@ def test_a_method_of_two_members_averages_the_runs_of_two_seeds(tiny_run, tmp_pa
     ("ae", {"members": 0}, "members must be >= 1, got 0"),
     ("nmf", {"members": 2}, "nmf has no networks"),
     ("vae-fit", {"members": 2}, "vae-fit fits codes to each mixture"),
+    ("ae", {"shifts": 0}, "shifts must be >= 1, got 0"),
+    ("oracle-irm", {"shifts": 2}, "oracle-irm has no model"),
 ])
-def test_members_are_checked(kind, fields, message):
+def test_members_and_shifts_are_checked(kind, fields, message):
     from sepvae.config import Method
 
     with pytest.raises(SepvaeError, match=message):

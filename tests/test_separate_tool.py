@@ -288,12 +288,15 @@ def test_resampling_round_trip_stereo_44k(tmp_path, model_dir):
     assert np.sqrt(np.mean(error**2)) < 1e-3 * np.sqrt(np.mean(mono**2))
 
 
-def test_chunked_equals_whole_signal(model_dir):
+@pytest.mark.parametrize("shifts", [1, 3])
+def test_chunked_equals_whole_signal(model_dir, shifts):
+    """Streaming in chunks gives the one-pass result, also for passes on shifted frame grids
+    (a chunk's delayed frames are the whole signal's delayed frames under its kept part)."""
     rng = np.random.default_rng(0)
     signal = (0.1 * rng.standard_normal(RATE + 77)).astype(np.float32)
     for stft in (StftConfig(16, 8), StftConfig(16, 4)):  # hop 128 | n_fft 256, and hop 192 (not a divisor)
-        folder = make_checkpoints(model_dir.parent / f"chunk-{stft.overlap_ms:g}", stft=stft)
-        separator = Separator.from_run(folder, device="cpu")
+        folder = make_checkpoints(model_dir.parent / f"chunk-{stft.overlap_ms:g}-{shifts}", stft=stft)
+        separator = Separator.from_run(folder, device="cpu", shifts=shifts)
         whole = separator.separate_tensor(torch.from_numpy(signal))[0].numpy()
         for seconds in (0.01, 0.037, 0.3, 100.0):  # chunks of 1-2 hops up to a single chunk
             separator.chunk_seconds = seconds
@@ -649,6 +652,30 @@ def test_level_matching_from_the_cli(tmp_path, model_dir):
     for source, estimate in api.items():
         np.testing.assert_allclose(sf.read(tmp_path / f"mix_{source}.wav", dtype="float32")[0], 10 * estimate,
                                    atol=1e-5, rtol=1e-3)
+
+
+def test_shifted_passes_from_the_cli(tmp_path, model_dir):
+    """--shifts gives what the API's separator with those passes gives, which is not the one
+    pass; the card's shifts is the default; fewer than one pass is a usage error."""
+    from sepvae.checkpoint import write_card
+
+    wav = tmp_path / "mix.wav"
+    audio = (0.3 * mixture(1.0, RATE)).astype(np.float32)
+    sf.write(wav, audio, RATE, subtype="FLOAT")
+    assert run("separate", wav, "--model", model_dir, "--shifts", "2").exit_code == 0
+    shifted = Separator.from_run(model_dir, device="cpu", shifts=2).separate(audio, RATE)
+    plain = Separator.from_run(model_dir, device="cpu").separate(audio, RATE)
+    for source, estimate in shifted.items():
+        np.testing.assert_array_equal(sf.read(tmp_path / f"mix_{source}.wav", dtype="float32")[0], estimate)
+        assert not np.allclose(estimate, plain[source], atol=1e-4)
+    folder = make_checkpoints(tmp_path / "card")
+    write_card(folder, card_of(folder).replace(info={"shifts": 2}))
+    assert Separator.from_run(folder, device="cpu").shifts == 2
+    assert Separator.from_run(folder, device="cpu", shifts=1).shifts == 1
+    result = run("separate", wav, "--model", model_dir, "--shifts", "0", "--overwrite")
+    assert result.exit_code == 2 and "--shifts" in result.output
+    with pytest.raises(SepvaeError, match="shifts must be >= 1, got 0"):
+        Separator.from_run(model_dir, device="cpu", shifts=0)
 
 
 def test_phase_reconstruction_from_the_cli(tmp_path, model_dir):

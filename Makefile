@@ -79,14 +79,15 @@ unseen: data
 # speakers (unseen-tuning; unseen-inputs: its open choice, log1p or linear inputs, on all seven
 # inner folds; unseen-phase: phase reconstruction after the mask, which lost there;
 # unseen-rounds: ten rounds of re-paired mixtures, a small gain there, not carried on;
-# unseen-members: the mean of two or three seeds' networks per source); the recipe
+# unseen-members: the mean of two or three seeds' networks per source; unseen-shifts: the
+# mean over frame grids shifted by fractions of a hop, at inference); the recipe
 # with the changes chosen there, on the cross-validation's folds (unseen-augmented: more
 # re-paired mixtures, then linear inputs; unseen-candidates, which `pretrained` needs: the
 # shipped recipe alone and as two seeds' mean; unseen-perturbation: speaker augmentation,
 # which lost there); the recipe
 # with one ingredient left out at a time (unseen-ablation); run-to-run spread, the beta-VAE
 # with five seeds (seeds; README: Determinism).
-UNSEEN_EXTRA := unseen-candidates unseen-tuning unseen-inputs unseen-phase unseen-rounds unseen-members unseen-augmented unseen-perturbation unseen-ablation seeds
+UNSEEN_EXTRA := unseen-candidates unseen-tuning unseen-inputs unseen-phase unseen-rounds unseen-members unseen-shifts unseen-augmented unseen-perturbation unseen-ablation seeds
 .PHONY: $(UNSEEN_EXTRA)
 $(UNSEEN_EXTRA): data
 	$(call stages,experiments/$@.toml)

@@ -71,20 +71,20 @@ def separate_with_masks(
     if shifts < 1:
         raise ValueError(f"shifts must be >= 1, got {shifts}")
     n_fft, hop = stft_config.n_fft(sample_rate), stft_config.hop_length(sample_rate)
-    total, first_masks = None, None
+    total, first_masks = 0.0, None
     for k in range(shifts):
         delay = k * hop // shifts
-        delayed = torch.nn.functional.pad(mixture, (delay, 0)) if delay else mixture
+        delayed = torch.nn.functional.pad(mixture, (delay, 0))
         spec = stft(delayed, n_fft, hop)
         masks = mask_fn(spec)
+        first_masks = masks if first_masks is None else first_masks
         estimates = apply_masks(spec, masks)
         if phase_iterations:
             waveforms = reconstruct_phase(delayed, estimates, n_fft, hop, phase_iterations)
         else:
             waveforms = istft(estimates, n_fft, hop, delayed.shape[-1])
-        waveforms = waveforms[:, delay:]
-        total, first_masks = (waveforms, masks) if total is None else (total + waveforms, first_masks)
-    return (total if shifts == 1 else total / shifts), first_masks
+        total = total + waveforms[:, delay:]
+    return total / shifts, first_masks
 
 
 def reconstruct_phase(mixture: Tensor, estimates: Tensor, n_fft: int, hop: int, iterations: int) -> Tensor:

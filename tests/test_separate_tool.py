@@ -654,47 +654,30 @@ def test_level_matching_from_the_cli(tmp_path, model_dir):
                                    atol=1e-5, rtol=1e-3)
 
 
-def test_shifted_passes_from_the_cli(tmp_path, model_dir):
-    """--shifts gives what the API's separator with those passes gives, which is not the one
-    pass; the card's shifts is the default; fewer than one pass is a usage error."""
+@pytest.mark.parametrize("option, setting, value, off, bad, message", [
+    ("--phase-iterations", "phase_iterations", 3, 0, -1, "phase iterations must be >= 0, got -1"),
+    ("--shifts", "shifts", 2, 1, 0, "shifts must be >= 1, got 0"),
+])
+def test_inference_settings_from_the_cli(tmp_path, model_dir, option, setting, value, off, bad, message):
+    """An inference option (MISI rounds, passes on shifted frames) gives what the API's
+    separator with that setting gives, which is not what it gives without; the card's value
+    is the default; a value out of range is a usage error, and the API's error names it."""
     from sepvae.checkpoint import write_card
 
     wav = tmp_path / "mix.wav"
     audio = (0.3 * mixture(1.0, RATE)).astype(np.float32)
     sf.write(wav, audio, RATE, subtype="FLOAT")
-    assert run("separate", wav, "--model", model_dir, "--shifts", "2").exit_code == 0
-    shifted = Separator.from_run(model_dir, device="cpu", shifts=2).separate(audio, RATE)
+    assert run("separate", wav, "--model", model_dir, option, str(value)).exit_code == 0
+    chosen = Separator.from_run(model_dir, device="cpu", **{setting: value}).separate(audio, RATE)
     plain = Separator.from_run(model_dir, device="cpu").separate(audio, RATE)
-    for source, estimate in shifted.items():
+    for source, estimate in chosen.items():
         np.testing.assert_array_equal(sf.read(tmp_path / f"mix_{source}.wav", dtype="float32")[0], estimate)
         assert not np.allclose(estimate, plain[source], atol=1e-4)
     folder = make_checkpoints(tmp_path / "card")
-    write_card(folder, card_of(folder).replace(info={"shifts": 2}))
-    assert Separator.from_run(folder, device="cpu").shifts == 2
-    assert Separator.from_run(folder, device="cpu", shifts=1).shifts == 1
-    result = run("separate", wav, "--model", model_dir, "--shifts", "0", "--overwrite")
-    assert result.exit_code == 2 and "--shifts" in result.output
-    with pytest.raises(SepvaeError, match="shifts must be >= 1, got 0"):
-        Separator.from_run(model_dir, device="cpu", shifts=0)
-
-
-def test_phase_reconstruction_from_the_cli(tmp_path, model_dir):
-    """--phase-iterations gives what the API's separator with those rounds gives; the card's
-    phase_iterations is the default; a negative count is a usage error."""
-    from sepvae.checkpoint import write_card
-
-    wav = tmp_path / "mix.wav"
-    audio = (0.3 * mixture(1.0, RATE)).astype(np.float32)
-    sf.write(wav, audio, RATE, subtype="FLOAT")
-    assert run("separate", wav, "--model", model_dir, "--phase-iterations", "3").exit_code == 0
-    rounds = Separator.from_run(model_dir, device="cpu", phase_iterations=3).separate(audio, RATE)
-    plain = Separator.from_run(model_dir, device="cpu").separate(audio, RATE)
-    for source, estimate in rounds.items():
-        np.testing.assert_array_equal(sf.read(tmp_path / f"mix_{source}.wav", dtype="float32")[0], estimate)
-        assert not np.allclose(estimate, plain[source], atol=1e-4)
-    folder = make_checkpoints(tmp_path / "card")
-    write_card(folder, card_of(folder).replace(info={"phase_iterations": 3}))
-    assert Separator.from_run(folder, device="cpu").phase_iterations == 3
-    assert Separator.from_run(folder, device="cpu", phase_iterations=0).phase_iterations == 0
-    result = run("separate", wav, "--model", model_dir, "--phase-iterations", "-1", "--overwrite")
-    assert result.exit_code == 2 and "--phase-iterations" in result.output
+    write_card(folder, card_of(folder).replace(info={setting: value}))
+    assert getattr(Separator.from_run(folder, device="cpu"), setting) == value
+    assert getattr(Separator.from_run(folder, device="cpu", **{setting: off}), setting) == off
+    result = run("separate", wav, "--model", model_dir, option, str(bad), "--overwrite")
+    assert result.exit_code == 2 and option in result.output
+    with pytest.raises(SepvaeError, match=message):
+        Separator.from_run(model_dir, device="cpu", **{setting: bad})

@@ -88,7 +88,7 @@ unseen: data
 # with one ingredient left out at a time (unseen-ablation); run-to-run spread, the beta-VAE
 # with five seeds (seeds; README: Determinism); seen-best: on pretrained's seen-speaker test
 # mixtures, the recipe validation ranks best (three seeds, four passes) beside the shipped one.
-UNSEEN_EXTRA := unseen-candidates seen-best unseen-tuning unseen-inputs unseen-phase unseen-rounds unseen-members unseen-shifts unseen-augmented unseen-perturbation unseen-ablation seeds
+UNSEEN_EXTRA := unseen-candidates seen-best unseen-tuning unseen-inputs unseen-phase unseen-rounds unseen-members unseen-shifts unseen-smoothing unseen-augmented unseen-perturbation unseen-ablation seeds
 .PHONY: $(UNSEEN_EXTRA)
 $(UNSEEN_EXTRA): data
 	$(call stages,experiments/$@.toml)

@@ -7,8 +7,9 @@ depend on them):
 - ``sepvae --help`` wall time (imports must stay lazy);
 - start-up: a fresh process importing sepvae and loading the checkpoints (``--members`` per
   source, 2 by default as in the shipped model);
-- ``--shifts`` passes on shifted frame grids per recording (2 by default, as the shipped
-  model's card says), in the card of the model built here, so the CLI uses them too;
+- ``--shifts`` passes on shifted frame grids per recording (2 by default) and estimates
+  smoothed over ``--smooth-frames`` frames on each side (5 by default), as the shipped
+  model's card says, in the card of the model built here, so the CLI uses them too;
 - separation speed after start-up, as x real time, through ``Separator.separate`` (the
   same streaming path as the CLI), for 16 kHz mono and 44.1 kHz stereo input, with torch's
   default thread count and with one thread;
@@ -74,10 +75,10 @@ def speechlike(seconds: float, rate: int, seed: int) -> np.ndarray:
     return (0.05 * mix + 0.003 * rng.standard_normal(t.size)).astype(np.float32)
 
 
-def make_model(folder: Path, members: int, shifts: int) -> Path:
+def make_model(folder: Path, members: int, shifts: int, smooth_frames: int) -> Path:
     """An untrained model folder of the paper's size (the speed does not depend on the
     weights), with ``members`` networks per source as a shipped model of that many seeds,
-    whose card tells ``separate`` to make ``shifts`` passes."""
+    whose card tells ``separate`` to make ``shifts`` passes and smooth over ``smooth_frames``."""
     import torch
 
     import sepvae
@@ -89,7 +90,7 @@ def make_model(folder: Path, members: int, shifts: int) -> Path:
     card = ModelCard(kind="vae", source_mode=SourceMode.GENDER, sources=("female", "male"), sample_rate=RATE,
                      stft=stft, n_bins=n_bins, model=model, version=sepvae.__version__)
     init_model_folder(folder / "member", card, torch.linspace(0.5, 2, n_bins))
-    join_members(folder, [folder / "member"] * members, {"shifts": shifts})
+    join_members(folder, [folder / "member"] * members, {"shifts": shifts, "smooth_frames": smooth_frames})
     (folder / "done").write_text("")
     return folder
 
@@ -189,6 +190,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=120.0, help="Audio per speed measurement.")
     parser.add_argument("--members", type=int, default=2, help="Networks per source (the shipped model has 2).")
     parser.add_argument("--shifts", type=int, default=2, help="Passes on shifted frame grids (the shipped model makes 2).")
+    parser.add_argument("--smooth-frames", type=int, default=5, help="Frames of smoothing on each side (the shipped model's 5).")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "separate.json")
     args = parser.parse_args()
 
@@ -202,9 +204,10 @@ def main() -> None:
         "model": "vae, encoder [129, 256, 256, 128], decoder [256, 256, 129], STFT 16 ms / 8 ms overlap at 16 kHz",
         "members": args.members,
         "shifts": args.shifts,
+        "smooth_frames": args.smooth_frames,
     }
     with tempfile.TemporaryDirectory(prefix="sepvae-bench-") as tmp:
-        model = make_model(Path(tmp) / "model", args.members, args.shifts)
+        model = make_model(Path(tmp) / "model", args.members, args.shifts, args.smooth_frames)
         results["help_seconds"] = round(wall([*SEPVAE, "--help"]), 3)
         print(f"sepvae --help: {results['help_seconds']} s", flush=True)
         load = [PYTHON, "-c", f"from sepvae.separator import Separator; Separator.from_run({str(model)!r}, device='cpu')"]

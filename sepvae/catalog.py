@@ -138,13 +138,15 @@ def resolve_model(model: str = pretrained.DEFAULT) -> ModelInfo:
 
 
 def load_separator(model: str = pretrained.DEFAULT, device: str = "auto", match_level: bool | None = None,
-                   phase_iterations: int | None = None, shifts: int | None = None):
+                   phase_iterations: int | None = None, shifts: int | None = None,
+                   smooth_frames: int | None = None):
     """(Separator, ModelInfo) for ``--model``; one-line SepvaeError for anything wrong.
-    ``match_level``, ``phase_iterations``, ``shifts`` None: as the model's card recommends."""
+    ``match_level``, ``phase_iterations``, ``shifts``, ``smooth_frames`` None: as the model's
+    card recommends."""
     from sepvae.separator import Separator
 
     info = resolve_model(model)
     separator = Separator.from_run(info.path, device=device, match_level=match_level, phase_iterations=phase_iterations,
-                                   shifts=shifts)
+                                   shifts=shifts, smooth_frames=smooth_frames)
     info.sources = separator.sources
     return separator, info

@@ -373,6 +373,9 @@ def separate(
     shifts: Optional[int] = typer.Option(
         None, "--shifts", min=1,
         help="Average this many passes on STFT frames shifted by fractions of a hop (1: one pass, as in the paper; each more costs one more pass). Default: as the model's card says."),
+    smooth_frames: Optional[int] = typer.Option(
+        None, "--smooth-frames", min=0,
+        help="Average the sources' estimates over this many STFT frames on each side before the mask (0: each frame's own, as in the paper). Default: as the model's card says."),
     allow_truncated: bool = AllowTruncatedOption,
 ):
     """Separate recordings into <stem>_<source>.wav per source (e.g. mix_male.wav, mix_female.wav)."""
@@ -391,7 +394,7 @@ def separate(
 
         torch.set_num_threads(threads)
     try:
-        separator, info = load_separator(model, device, match_level, phase_iterations, shifts)
+        separator, info = load_separator(model, device, match_level, phase_iterations, shifts, smooth_frames)
     except SepvaeError as exc:
         if as_json:
             typer.echo(json.dumps({"model": model, "error": str(exc), "files": [], "failed": len(files)}, indent=2))

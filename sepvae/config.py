@@ -304,6 +304,10 @@ class Method:
     # Inference: the mean of this many passes whose STFT frames are shifted by fractions of
     # a hop (sepvae.separator.separate_with_masks); 1 is the paper's single pass.
     shifts: int = 1
+    # Inference: the sources' magnitude estimates averaged over this many frames on each side
+    # (triangular weights) before the mask (sepvae.filtering.smooth_over_frames); 0 is the
+    # paper's frame-by-frame estimate.
+    smooth_frames: int = 0
 
     def __post_init__(self):
         from sepvae.methods import entry
@@ -324,6 +328,11 @@ class Method:
         if self.shifts > 1 and not self.entry.has_model:
             raise SepvaeError(f"method {self.label!r}: shifts average a trained model's passes over shifted "
                               f"frames; {self.kind} has no model")
+        if self.smooth_frames < 0:
+            raise SepvaeError(f"method {self.label!r}: smooth_frames must be >= 0, got {self.smooth_frames}")
+        if self.smooth_frames and not self.entry.has_model:
+            raise SepvaeError(f"method {self.label!r}: smooth_frames smooths a trained model's estimates; "
+                              f"{self.kind} has no model")
         if self.members < 1:
             raise SepvaeError(f"method {self.label!r}: members must be >= 1, got {self.members}")
         if self.members > 1 and (not self.entry.has_model or self.entry.fits):

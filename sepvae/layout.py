@@ -69,6 +69,8 @@ class Layout:
             inference += f"-misi{method.phase_iterations}"
         if method.shifts > 1:
             inference += f"-shifts{method.shifts}"
+        if method.smooth_frames:
+            inference += f"-smooth{method.smooth_frames}"
         return self.runs / "separations" / f"{key}{inference}"
 
     def scores(self, separations: Path) -> Path:

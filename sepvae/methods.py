@@ -163,7 +163,7 @@ class ModelMask(MixtureSeparator):
                 )
             self._separators[key] = Separator.from_run(
                 self.run, models=models, device="cpu", mask_power=self.method.mask_power,
-                match_level=self.method.match_level,
+                match_level=self.method.match_level, smooth_frames=self.method.smooth_frames,
             )
         return self._separators[key]
 

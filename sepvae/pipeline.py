@@ -448,6 +448,8 @@ def export_model(experiment: Experiment, label: str = "best", name: str = "defau
         extra["phase_iterations"] = chosen.phase_iterations
     if chosen.shifts > 1:
         extra["shifts"] = chosen.shifts
+    if chosen.smooth_frames:
+        extra["smooth_frames"] = chosen.smooth_frames
     if chosen_by is not None:
         evaluation["chosen_by"] = _card_medians(chosen_by, judged[label])
     manifest = find_manifest(experiment, layout)

@@ -9,9 +9,11 @@ Recordings of any length, rate and channel count go through one streaming path,
 chunks of STFT frames -> soxr stream back -> blocks out, in bounded memory.
 
 Chunks. The models work frame by frame, so an output sample depends only on the frames
-that overlap it, which lie within ``n_fft`` samples of it. A chunk of ``chunk`` samples
-(a multiple of the hop) is separated from a segment that adds ``margin >= n_fft`` samples
-(also a multiple of the hop) on each side, and the margins are thrown away. The segment
+that overlap it, which lie within ``n_fft`` samples of it, and on their neighbours the
+estimates are smoothed with (``smooth_frames`` hops on each side). A chunk of ``chunk``
+samples (a multiple of the hop) is separated from a segment that adds ``margin >= n_fft +
+smooth_frames * hop`` samples (also a multiple of the hop) on each side, and the margins are
+thrown away. The segment
 starts on a multiple of the hop, so its frames are the whole signal's frames, and every
 frame under the kept part sees the same samples as in one whole-signal pass: the result
 equals :meth:`Separator.separate_tensor` on the whole signal up to float rounding.
@@ -32,7 +34,7 @@ from sepvae.config import StftConfig
 # SeparationWarning is defined beside SepvaeError (io.py warns without importing torch)
 # and imported from here by users.
 from sepvae.errors import SeparationWarning, SepvaeError
-from sepvae.filtering import apply_masks, ratio_mask
+from sepvae.filtering import apply_masks, ratio_mask, smooth_over_frames
 from sepvae.io import to_mono
 from sepvae.stft import istft, stft
 
@@ -139,6 +141,9 @@ class Separator:
             mixture's phase).
         shifts: the mean of this many passes on frame grids shifted by fractions of a hop
             (:func:`separate_with_masks`); 1 is one pass, as in the paper.
+        smooth_frames: the sources' magnitude estimates averaged over this many frames on
+            each side before the mask (:func:`~sepvae.filtering.smooth_over_frames`); 0, as
+            in the paper, leaves each frame's own.
     """
 
     def __init__(
@@ -153,6 +158,7 @@ class Separator:
         input_rms: float | None = None,
         phase_iterations: int = 0,
         shifts: int = 1,
+        smooth_frames: int = 0,
     ):
         if len(models) < 2:
             raise SepvaeError(f"a Separator needs at least two source models, got {list(models)}")
@@ -178,6 +184,9 @@ class Separator:
         if shifts < 1:
             raise SepvaeError(f"shifts must be >= 1, got {shifts}")
         self.shifts = shifts
+        if smooth_frames < 0:
+            raise SepvaeError(f"smooth frames must be >= 0, got {smooth_frames}")
+        self.smooth_frames = smooth_frames
         self.device = next(next(iter(models.values())).parameters()).device
 
     @property
@@ -199,6 +208,7 @@ class Separator:
         cls, run: str | Path, sources: list[str] | None = None, device: str = "auto",
         mask_power: float | None = None, models: dict[str, str] | None = None,
         match_level: bool | None = None, phase_iterations: int | None = None, shifts: int | None = None,
+        smooth_frames: int | None = None,
     ) -> "Separator":
         """Load a model folder (a training run or a shipped model), checked against its card.
 
@@ -208,7 +218,8 @@ class Separator:
         (``info.mask_power``, what the model was evaluated with), else 1 (eq. 90).
         ``match_level`` None: as the card recommends (``info.match_level``), else off;
         ``phase_iterations`` None: as the card says (``info.phase_iterations``), else 0;
-        ``shifts`` None: as the card says (``info.shifts``), else 1.
+        ``shifts`` None: as the card says (``info.shifts``), else 1; ``smooth_frames`` None:
+        as the card says (``info.smooth_frames``), else 0.
         A folder of several members per source (card ``members``) gives each source the
         mean of its networks' estimates (:class:`~sepvae.models.MeanOfModels`).
         """
@@ -244,13 +255,15 @@ class Separator:
             phase_iterations = int(card.info.get("phase_iterations", 0))
         if shifts is None:
             shifts = int(card.info.get("shifts", 1))
+        if smooth_frames is None:
+            smooth_frames = int(card.info.get("smooth_frames", 0))
         if match_level and card.input_rms is None:
             raise SepvaeError(f"{run}: level matching needs the training mixtures' level (input_rms), which this "
                               f"model's card lacks: train it again with this version")
         estimator = make_estimator(card) if make_estimator else None
         return cls(loaded, card.stft, card.sample_rate, mask_power, estimator=estimator,
                    input_rms=card.input_rms if match_level else None, phase_iterations=phase_iterations,
-                   shifts=shifts)
+                   shifts=shifts, smooth_frames=smooth_frames)
 
     @classmethod
     def from_pretrained(cls, name: str = "default", device: str = "auto", mask_power: float | None = None) -> "Separator":
@@ -274,13 +287,15 @@ class Separator:
 
     def mask(self, spec: Tensor, gain: float = 1.0) -> Tensor:
         """The ratio masks of the models' magnitude estimates (the paper's eq. 90) of the
-        mixture times ``gain`` (level matching: :meth:`level_gain`).
+        mixture times ``gain`` (level matching: :meth:`level_gain`), the estimates smoothed
+        over ``smooth_frames`` frames on each side first.
 
         Shape:
             spec: (bins, frames) complex -> (sources, bins, frames)
         """
         magnitude = spec.abs() if gain == 1.0 else spec.abs() * gain
-        return ratio_mask(self.estimate_magnitudes(magnitude), power=self.mask_power, eps=self.eps)
+        estimates = smooth_over_frames(self.estimate_magnitudes(magnitude), self.smooth_frames)
+        return ratio_mask(estimates, power=self.mask_power, eps=self.eps)
 
     def level_gain(self, rms: float) -> float:
         """The gain the networks' input gets for a recording of active level ``rms``
@@ -424,7 +439,7 @@ class Separator:
         Shape: mono blocks (frames,) in -> (sources, frames) blocks out, same total length.
         """
         hop = self.hop_length
-        margin = math.ceil(self.n_fft / hop) * hop
+        margin = (math.ceil(self.n_fft / hop) + self.smooth_frames) * hop
         chunk = max(1, round(self.chunk_seconds * self.sample_rate / hop)) * hop
         pending: list[np.ndarray] = []
         pending_frames = 0

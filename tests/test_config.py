@@ -190,6 +190,7 @@ def test_separation_keys(tmp_path):
     assert layout.separations(Method("v", "vae", mask_power=2.0), run, "t").name.endswith("-p2")
     # Passes on shifted frames are other estimates of the same run.
     assert layout.separations(Method("v", "vae", mask_power=2.0, shifts=2), run, "t").name.endswith("-p2-shifts2")
+    assert layout.separations(Method("v", "vae", shifts=2, smooth_frames=5), run, "t").name.endswith("-shifts2-smooth5")
 
 
 def test_experiment_file_names_registry_kinds(tmp_path):

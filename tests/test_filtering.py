@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from sepvae.filtering import apply_masks, ideal_binary_mask, ideal_ratio_mask, ratio_mask
+from sepvae.filtering import apply_masks, ideal_binary_mask, ideal_ratio_mask, ratio_mask, smooth_over_frames
 from sepvae.metrics import bss_eval
 from sepvae.stft import istft, stft
 
@@ -51,6 +51,23 @@ def test_negative_estimates_count_as_zero():
     masks = ratio_mask(torch.tensor([-2.0, 1.0]).view(2, 1, 1), power=0.5)
     assert torch.isfinite(masks).all()
     assert masks[1].item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_smoothing_over_frames_is_a_triangular_mean_with_the_edges_repeated():
+    """Known answer: 2 frames on each side weigh 1, 2, 3, 2, 1 / 9; beyond the ends the edge
+    frames count again; each bin and source on its own; 0 frames is no smoothing."""
+    magnitudes = torch.rand(2, 3, 7, dtype=torch.float64)
+    smoothed = smooth_over_frames(magnitudes, 2)
+    assert smoothed.shape == magnitudes.shape
+    padded = torch.cat([magnitudes[..., :1]] * 2 + [magnitudes] + [magnitudes[..., -1:]] * 2, dim=-1)
+    weights = torch.tensor([1.0, 2, 3, 2, 1], dtype=torch.float64) / 9
+    expected = torch.stack([(padded[..., t : t + 5] * weights).sum(-1) for t in range(7)], dim=-1)
+    torch.testing.assert_close(smoothed, expected)
+    assert smooth_over_frames(magnitudes, 0) is magnitudes
+    constant = torch.full((2, 4, 9), 0.7)
+    torch.testing.assert_close(smooth_over_frames(constant, 3), constant)
+    with pytest.raises(ValueError, match="frames must be >= 0, got -1"):
+        smooth_over_frames(magnitudes, -1)
 
 
 def test_ratio_mask_rejects_bad_input():

@@ -462,7 +462,8 @@ def test_runs_at_other_stft_settings_train_in_stacks_of_their_own(tiny_run, tmp_
 def test_a_method_of_two_members_averages_the_runs_of_two_seeds(tiny_run, tmp_path):
     """``members = 2`` trains nothing of its own: its runs are those of the method alone with
     seeds 0 and 1, joined into one folder whose separator averages their estimates; the
-    pipeline's estimates, the tool's and a shipped copy's agree, also with shifted passes."""
+    pipeline's estimates, the tool's and a shipped copy's agree, also with shifted passes and
+    smoothed estimates."""
     import dataclasses
 
     from sepvae.checkpoint import add_files, card_of, join_members, sha256_of
@@ -477,7 +478,7 @@ def test_a_method_of_two_members_averages_the_runs_of_two_seeds(tiny_run, tmp_pa
     alone = Method(label="ae", kind="ae", model=model, train=TrainConfig(epochs=1, batch_size=64))
     methods = (alone, dataclasses.replace(alone, label="ae seed1", train=TrainConfig(epochs=1, batch_size=64, seed=1)),
                dataclasses.replace(alone, label="ae x2", members=2),
-               dataclasses.replace(alone, label="ae x2 shifts2", members=2, shifts=2))
+               dataclasses.replace(alone, label="ae x2 shifts2", members=2, shifts=2, smooth_frames=2))
     twins = dataclasses.replace(experiment, methods=methods)
     runs = train_all(twins, layout, device="cpu")
     seed0, seed1, joined = runs["ae (gender)"], runs["ae seed1 (gender)"], runs["ae x2 (gender)"]
@@ -504,7 +505,8 @@ def test_a_method_of_two_members_averages_the_runs_of_two_seeds(tiny_run, tmp_pa
     for k, source in enumerate(separator.sources):
         written = load_mono(folders["ae x2 (gender)"] / test.id / f"{source}.wav", 16000)
         np.testing.assert_allclose(written.numpy(), waveforms[k].numpy(), atol=1e-4)
-    shifted, _ = Separator.from_run(joined, device="cpu", shifts=2).separate_tensor(load_mono(test.mixture_path, 16000))
+    shifted, _ = Separator.from_run(joined, device="cpu", shifts=2, smooth_frames=2).separate_tensor(
+        load_mono(test.mixture_path, 16000))
     assert not torch.allclose(shifted, waveforms, atol=1e-3)
     for k, source in enumerate(separator.sources):
         written = load_mono(folders["ae x2 shifts2 (gender)"] / test.id / f"{source}.wav", 16000)
@@ -541,8 +543,10 @@ def test_a_method_of_two_members_averages_the_runs_of_two_seeds(tiny_run, tmp_pa
     ("vae-fit", {"members": 2}, "vae-fit fits codes to each mixture"),
     ("ae", {"shifts": 0}, "shifts must be >= 1, got 0"),
     ("oracle-irm", {"shifts": 2}, "oracle-irm has no model"),
+    ("ae", {"smooth_frames": -1}, "smooth_frames must be >= 0, got -1"),
+    ("nmf", {"smooth_frames": 2}, "nmf has no model"),
 ])
-def test_members_and_shifts_are_checked(kind, fields, message):
+def test_inference_settings_are_checked(kind, fields, message):
     from sepvae.config import Method
 
     with pytest.raises(SepvaeError, match=message):

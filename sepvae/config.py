@@ -278,6 +278,12 @@ class SourceMode(str, Enum):
     __format__ = str.__format__
 
 
+# The inference settings a method carries and a model card recommends (``info``), each with
+# the paper's value, which is also the least one allowed: rounds of MISI phase reconstruction,
+# passes on shifted frame grids, frames of smoothing on each side (sepvae.separator).
+INFERENCE_DEFAULTS = {"phase_iterations": 0, "shifts": 1, "smooth_frames": 0}
+
+
 @dataclass(frozen=True)
 class Method:
     """One column of a report: a model type or a reference method, with its settings."""
@@ -321,18 +327,15 @@ class Method:
             raise SepvaeError(f"method {self.label!r}: train remix re-pairs gender classes; it needs source_mode = 'gender'")
         if self.match_level and not self.entry.has_model:
             raise SepvaeError(f"method {self.label!r}: match_level is for trained models, not {self.kind}")
-        if self.phase_iterations < 0:
-            raise SepvaeError(f"method {self.label!r}: phase_iterations must be >= 0, got {self.phase_iterations}")
-        if self.shifts < 1:
-            raise SepvaeError(f"method {self.label!r}: shifts must be >= 1, got {self.shifts}")
-        if self.shifts > 1 and not self.entry.has_model:
-            raise SepvaeError(f"method {self.label!r}: shifts average a trained model's passes over shifted "
-                              f"frames; {self.kind} has no model")
-        if self.smooth_frames < 0:
-            raise SepvaeError(f"method {self.label!r}: smooth_frames must be >= 0, got {self.smooth_frames}")
-        if self.smooth_frames and not self.entry.has_model:
-            raise SepvaeError(f"method {self.label!r}: smooth_frames smooths a trained model's estimates; "
-                              f"{self.kind} has no model")
+        for name, least in INFERENCE_DEFAULTS.items():
+            value = getattr(self, name)
+            if value < least:
+                raise SepvaeError(f"method {self.label!r}: {name} must be >= {least}, got {value}")
+            # Passes on shifted frames and smoothing work on a model's mask of the mixture
+            # alone; phase reconstruction also follows an oracle's.
+            if name != "phase_iterations" and value != least and not self.entry.has_model:
+                raise SepvaeError(f"method {self.label!r}: {name} is for a trained model's estimates; "
+                                  f"{self.kind} has no model")
         if self.members < 1:
             raise SepvaeError(f"method {self.label!r}: members must be >= 1, got {self.members}")
         if self.members > 1 and (not self.entry.has_model or self.entry.fits):

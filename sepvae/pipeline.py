@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from sepvae.config import Experiment, Method, SourceMode
+from sepvae.config import INFERENCE_DEFAULTS, Experiment, Method, SourceMode
 from sepvae.errors import SepvaeError
 from sepvae.executor import Executor, Failure, Job, LocalExecutor, raise_failures
 from sepvae.io import audio_info, csv_text, file_md5, write_text
@@ -444,12 +444,8 @@ def export_model(experiment: Experiment, label: str = "best", name: str = "defau
     # What it was evaluated with: separate's defaults.
     chosen = candidates[label]
     extra = {"mask_power": chosen.mask_power, "match_level": chosen.match_level}
-    if chosen.phase_iterations:
-        extra["phase_iterations"] = chosen.phase_iterations
-    if chosen.shifts > 1:
-        extra["shifts"] = chosen.shifts
-    if chosen.smooth_frames:
-        extra["smooth_frames"] = chosen.smooth_frames
+    extra.update({name: getattr(chosen, name) for name, paper in INFERENCE_DEFAULTS.items()
+                  if getattr(chosen, name) != paper})
     if chosen_by is not None:
         evaluation["chosen_by"] = _card_medians(chosen_by, judged[label])
     manifest = find_manifest(experiment, layout)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sepvae.config import StftConfig
+from sepvae.config import INFERENCE_DEFAULTS, StftConfig
 # SeparationWarning is defined beside SepvaeError (io.py warns without importing torch)
 # and imported from here by users.
 from sepvae.errors import SeparationWarning, SepvaeError
@@ -73,20 +73,20 @@ def separate_with_masks(
     if shifts < 1:
         raise ValueError(f"shifts must be >= 1, got {shifts}")
     n_fft, hop = stft_config.n_fft(sample_rate), stft_config.hop_length(sample_rate)
-    total, first_masks = 0.0, None
-    for k in range(shifts):
-        delay = k * hop // shifts
-        delayed = torch.nn.functional.pad(mixture, (delay, 0))
+
+    def one_pass(delay: int) -> tuple[Tensor, Tensor]:
+        delayed = torch.nn.functional.pad(mixture, (delay, 0)) if delay else mixture
         spec = stft(delayed, n_fft, hop)
         masks = mask_fn(spec)
-        first_masks = masks if first_masks is None else first_masks
         estimates = apply_masks(spec, masks)
         if phase_iterations:
-            waveforms = reconstruct_phase(delayed, estimates, n_fft, hop, phase_iterations)
-        else:
-            waveforms = istft(estimates, n_fft, hop, delayed.shape[-1])
-        total = total + waveforms[:, delay:]
-    return total / shifts, first_masks
+            return reconstruct_phase(delayed, estimates, n_fft, hop, phase_iterations)[:, delay:], masks
+        return istft(estimates, n_fft, hop, delayed.shape[-1])[:, delay:], masks
+
+    waveforms, masks = one_pass(0)
+    for k in range(1, shifts):
+        waveforms = waveforms + one_pass(k * hop // shifts)[0]
+    return (waveforms if shifts == 1 else waveforms / shifts), masks
 
 
 def reconstruct_phase(mixture: Tensor, estimates: Tensor, n_fft: int, hop: int, iterations: int) -> Tensor:
@@ -178,15 +178,10 @@ class Separator:
         if input_rms is not None and not input_rms > 0:
             raise SepvaeError(f"input_rms must be > 0 for level matching, got {input_rms}")
         self.input_rms = input_rms
-        if phase_iterations < 0:
-            raise SepvaeError(f"phase iterations must be >= 0, got {phase_iterations}")
-        self.phase_iterations = phase_iterations
-        if shifts < 1:
-            raise SepvaeError(f"shifts must be >= 1, got {shifts}")
-        self.shifts = shifts
-        if smooth_frames < 0:
-            raise SepvaeError(f"smooth frames must be >= 0, got {smooth_frames}")
-        self.smooth_frames = smooth_frames
+        self.phase_iterations, self.shifts, self.smooth_frames = phase_iterations, shifts, smooth_frames
+        for name, least in INFERENCE_DEFAULTS.items():
+            if getattr(self, name) < least:
+                raise SepvaeError(f"{name} must be >= {least}, got {getattr(self, name)}")
         self.device = next(next(iter(models.values())).parameters()).device
 
     @property
@@ -251,19 +246,15 @@ class Separator:
             mask_power = float(card.info.get("mask_power", 1.0))
         if match_level is None:
             match_level = bool(card.info.get("match_level", False))
-        if phase_iterations is None:
-            phase_iterations = int(card.info.get("phase_iterations", 0))
-        if shifts is None:
-            shifts = int(card.info.get("shifts", 1))
-        if smooth_frames is None:
-            smooth_frames = int(card.info.get("smooth_frames", 0))
+        asked = {"phase_iterations": phase_iterations, "shifts": shifts, "smooth_frames": smooth_frames}
+        settings = {name: int(card.info.get(name, INFERENCE_DEFAULTS[name])) if value is None else value
+                    for name, value in asked.items()}
         if match_level and card.input_rms is None:
             raise SepvaeError(f"{run}: level matching needs the training mixtures' level (input_rms), which this "
                               f"model's card lacks: train it again with this version")
         estimator = make_estimator(card) if make_estimator else None
         return cls(loaded, card.stft, card.sample_rate, mask_power, estimator=estimator,
-                   input_rms=card.input_rms if match_level else None, phase_iterations=phase_iterations,
-                   shifts=shifts, smooth_frames=smooth_frames)
+                   input_rms=card.input_rms if match_level else None, **settings)
 
     @classmethod
     def from_pretrained(cls, name: str = "default", device: str = "auto", mask_power: float | None = None) -> "Separator":

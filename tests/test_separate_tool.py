@@ -656,9 +656,9 @@ def test_level_matching_from_the_cli(tmp_path, model_dir):
 
 
 @pytest.mark.parametrize("option, setting, value, off, bad, message", [
-    ("--phase-iterations", "phase_iterations", 3, 0, -1, "phase iterations must be >= 0, got -1"),
+    ("--phase-iterations", "phase_iterations", 3, 0, -1, "phase_iterations must be >= 0, got -1"),
     ("--shifts", "shifts", 2, 1, 0, "shifts must be >= 1, got 0"),
-    ("--smooth-frames", "smooth_frames", 5, 0, -1, "smooth frames must be >= 0, got -1"),
+    ("--smooth-frames", "smooth_frames", 5, 0, -1, "smooth_frames must be >= 0, got -1"),
 ])
 def test_inference_settings_from_the_cli(tmp_path, model_dir, option, setting, value, off, bad, message):
     """An inference option (MISI rounds, passes on shifted frames, smoothed estimates) gives what the API's

@@ -104,7 +104,10 @@ def train_stack(plans: list[RunPlan], scratch_keys: tuple[str, ...], device: str
     """Train runs planned on the driver (:func:`sepvae.train.plan_models`) together, as the
     stage stacks them (:func:`sepvae.train.train_plans`), each in a scratch folder of the
     machine the job runs on; return each run's files. The scratch folder of one run is
-    ``<scratch>/<key>/<key>``, the stack's resume state beside the runs' folders."""
+    ``<scratch>/<key>/<key>``, the stack's resume state beside the runs' folders. The job's
+    CPUs (the torch threads the executor gave it) train the stacks' parts side by side."""
+    import torch
+
     from sepvae.checkpoint import read_card, write_card
     from sepvae.train import train_plans
 
@@ -115,7 +118,8 @@ def train_stack(plans: list[RunPlan], scratch_keys: tuple[str, ...], device: str
         folder.mkdir(parents=True, exist_ok=True)
         if read_card(folder) is None:
             write_card(folder, plan.card)
-    train_plans([replace(plan, out=folder) for plan, folder in zip(plans, scratch)], device, progress)
+    train_plans([replace(plan, out=folder) for plan, folder in zip(plans, scratch)], device, progress,
+                workers=torch.get_num_threads())
     files = [_collect(folder) for folder in scratch]
     shutil.rmtree(stack, ignore_errors=True)
     return files

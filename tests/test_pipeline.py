@@ -1,6 +1,7 @@
 """A tiny end-to-end run on synthetic speech-like audio: every stage, its caching, the CLI."""
 
 import csv
+import json
 import shutil
 
 import numpy as np
@@ -418,22 +419,41 @@ def test_a_stacks_frames_are_joined_into_one_buffer_once(tiny_run, tmp_path):
     assert swapped.data_ptr() != inputs.data_ptr() and torch.equal(swapped, torch.cat([p.inputs for p in plans[::-1]]))
 
 
-def test_stacked_training_uses_the_threads_its_job_declares(tiny_run, tmp_path, monkeypatch):
-    """--num-cpus is the training job's torch threads (run_job sets them); the stacked
-    ensemble is not forced onto one thread."""
-    import sepvae.train
+def test_a_jobs_cpus_train_its_stacks_parts_side_by_side(tiny_run, tmp_path):
+    """A training job of --num-cpus 2 (run_job gives it 2 torch threads) splits its stack into
+    two parts of balanced work, each trained in a single-thread worker process; every network
+    ends with the weights and losses it gets in one process (to float tolerance: a stack's
+    make-up changes its matmuls' shapes)."""
+    from sepvae.checkpoint import load_checkpoint
     from sepvae.config import Method, TrainConfig, model_config
     from sepvae.executor import run_job
+    from sepvae.jobs import train_stack, write_runs
+    from sepvae.train import train_plans, training_data
 
     experiment, paths, _, _ = tiny_run
-    method = Method(label="ae", kind="ae", train=TrainConfig(epochs=1, batch_size=64),
-                    model=model_config({"name": "ae", "hidden": [16], "latent": 4, "decoder_hidden": [16]}))
-    plan = sepvae.train.plan_models(method, manifest_of(experiment, paths), tmp_path / "run", 16000)
-    threads, fit_ensemble = [], sepvae.train.fit_ensemble
-    monkeypatch.setattr(sepvae.train, "fit_ensemble",
-                        lambda *args, **kwargs: threads.append(torch.get_num_threads()) or fit_ensemble(*args, **kwargs))
-    run_job(lambda progress: sepvae.train.train_plans([plan], "cpu"), 2, None)
-    assert threads == [2]
+    data = training_data(manifest_of(experiment, paths), StftConfig.setting("E"), 16000)
+    sizes = {"hidden": [16], "latent": 4, "decoder_hidden": [16]}
+    methods = [Method(label=kind, kind=kind, train=TrainConfig(epochs=2, batch_size=64, seed=seed),
+                      model=model_config({"name": kind, **sizes})) for kind, seed in (("vae", 0), ("ae", 3), ("itl-ae", 5))]
+
+    def plans(folder):
+        return [m.entry.plan(m, data, folder / m.kind, 16000) for m in methods]
+
+    stacks = []
+    files = run_job(train_stack, 2, lambda job, *_: stacks.append(job), plans(tmp_path / "planned"), ("vae", "ae", "itl-ae"), "cpu")
+    assert stacks == ["ae, itl-ae, vae (3 models)"] * 4  # two parts of 3 networks, two epochs each
+    run_job(lambda progress: train_plans(plans(tmp_path / "alone"), "cpu"), 1, None)
+    write_runs([tmp_path / "split" / m.kind for m in methods], files)  # the stage's sink
+    for m in methods:
+        for source in ("female", "male"):
+            split, _ = load_checkpoint(tmp_path / "split" / m.kind / f"{source}.pt")
+            alone, _ = load_checkpoint(tmp_path / "alone" / m.kind / f"{source}.pt")
+            for (name, a), b in zip(split.state_dict().items(), alone.state_dict().values()):
+                assert torch.allclose(a, b, atol=1e-5), (m.kind, source, name, (a - b).abs().max())
+        split, alone = (json.loads((tmp_path / folder / m.kind / "history.json").read_text()) for folder in ("split", "alone"))
+        assert [e["epoch"] for e in split] == [e["epoch"] for e in alone]
+        for a, b in zip(split, alone):
+            assert a["male"]["loss"] == pytest.approx(b["male"]["loss"], rel=1e-5)
 
 
 def test_runs_at_other_stft_settings_train_in_stacks_of_their_own(tiny_run, tmp_path):

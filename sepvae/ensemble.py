@@ -70,8 +70,9 @@ How the training stage calls it (:func:`sepvae.train.train_plans`): every run st
 (each method, sweep point and fold) is planned as its frames, normalized as its networks see
 them, and one ``Member`` per network; the runs' frames are concatenated into one tensor, each
 member's indices pointing into its own run's part; members are stacked by layer and batch
-size (and similar frame counts, so few idle), one ``fit_ensemble`` per stack, and each run
-gets its checkpoints and ``history.json`` back.
+size (and similar frame counts, so few idle), one ``fit_ensemble`` per stack (a job of N
+CPUs: each stack in N parts, side by side in single-thread processes,
+:func:`sepvae.train.fit_stacks`), and each run gets its checkpoints and ``history.json`` back.
 
 ``state_dict`` loads into ``build_model(member.model, n_bins)`` with ``strict=True``;
 ``history`` is the member's list of ``{"epoch", name: {loss, recon, reg, val_recon},

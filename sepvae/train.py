@@ -15,6 +15,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -180,12 +181,10 @@ def train_plans(plans: list[RunPlan], device: str = "auto", on_epoch: EpochCallb
     and frame counts allow (runs of several methods, sweep points and folds train together),
     then write each run's checkpoints, histories and card.
 
-    With ``workers`` > 1 on the CPU, each stack is split into ``workers`` parts of about equal
-    work, and the parts train side by side in ``workers`` single-thread worker processes
-    (spawned; the frames are shared, not copied): on 2 cores ~15 % faster than one process of
-    two threads, whose small ops between the matmuls run on one core (README: Training
-    speed). A member trains the same in any part: its weights equal those of one process on
-    one thread (tests).
+    ``workers`` > 1 on the CPU trains each stack as that many parts side by side in
+    single-thread processes (:func:`fit_stacks`): a stack's small ops between its matmuls
+    run on one core, so on 2 cores two processes beat one process of two threads (README:
+    Speed). A network trains the same in any part, to float tolerance (tests).
     """
     from sepvae.device import pick_device
 
@@ -212,25 +211,14 @@ def train_plans(plans: list[RunPlan], device: str = "auto", on_epoch: EpochCallb
                     member, name=name, train_index=member.train_index + offset, val_index=member.val_index + offset,
                 ))
         offset += len(plan.inputs)
-    stacks = _stacks(members)
-    if torch_device.type != "cpu":
-        workers = 1
-    if workers > 1:
-        stacks = sorted((part for stack in stacks for part in _balanced(stack, workers)), key=_work, reverse=True)
-    results: dict[str, tuple] = {}
-    jobs = []
-    for group in stacks:
-        label = ", ".join(sorted({f"{owner[m.name][0].method.label}" for m in group}))
-        state = plans[0].out.parent / f".stack-{config_hash(sorted(m.name for m in group), [str(p.out) for p in plans])}.pt"
-        jobs.append(Job(fit_stack, (group, all_inputs, all_targets, torch_device, state, f"{label} ({len(group)} models)"),
-                        f"train {label} ({len(group)} models)", results.update))
-    if workers == 1 or len(jobs) == 1:
-        # On the CPU with the threads the job declares (--num-cpus; run_job sets them): the
-        # stack's batched matmuls use a second core of an idle machine.
-        for job in jobs:
-            results.update(fit_stack(*job.args, progress=on_epoch))
-    else:
-        raise_failures(LocalExecutor(Resources(1), workers=workers).map(jobs, on_epoch))
+
+    def label(group):
+        return ", ".join(sorted({f"{owner[m.name][0].method.label}" for m in group})) + f" ({len(group)} models)"
+
+    def state(group):
+        return plans[0].out.parent / f".stack-{config_hash(sorted(m.name for m in group), [str(p.out) for p in plans])}.pt"
+
+    results = fit_stacks(_stacks(members), all_inputs, all_targets, torch_device, workers, on_epoch, label, state)
     for plan in plans:
         for job in plan.jobs:
             names = {member: f"{plans.index(plan)}:{job}:{member}" for member in (m.name for m in plan.jobs[job])}
@@ -295,12 +283,37 @@ def _stacks(members: list[Member]) -> list[list[Member]]:
     return stacks
 
 
-def fit_stack(members: list[Member], inputs: Tensor, targets: dict[str, Tensor], device: torch.device, state: Path,
-              job: str, progress: EpochCallback | None = None) -> dict[str, tuple]:
-    """One stack of :func:`train_plans` (:func:`fit_ensemble`, resuming from ``state``, which
-    it removes when done); a job of its worker processes."""
+def fit_stacks(stacks: list[list[Member]], inputs: Tensor, targets: dict[str, Tensor], device: torch.device,
+               workers: int = 1, on_epoch: EpochCallback | None = None,
+               label: Callable[[list[Member]], str] = lambda group: f"{len(group)} models",
+               state: Callable[[list[Member]], Path | None] = lambda group: None) -> dict[str, tuple]:
+    """Each stack by :func:`fit_ensemble` (``label``: its job name in ``on_epoch``; ``state``:
+    its resume file, removed when it is done); ``{member name: (best state dict, history)}``.
+
+    With ``workers`` > 1 on the CPU, each stack is split into ``workers`` parts of about equal
+    work (:func:`split_stack`), which train side by side in single-thread worker processes of
+    a :class:`~sepvae.executor.LocalExecutor` (spawned; tensors reach them in shared memory,
+    not copied), the most work first. Otherwise they train one after another here, with this
+    process's threads.
+    """
+    if workers > 1 and device.type == "cpu":
+        stacks = sorted((part for stack in stacks for part in split_stack(stack, workers)), key=_work, reverse=True)
+    results: dict[str, tuple] = {}
+    jobs = [Job(_fit_stack, (group, inputs, targets, device, state(group), label(group)), f"train {label(group)}",
+                results.update) for group in stacks]
+    if workers > 1 and device.type == "cpu" and len(jobs) > 1:
+        raise_failures(LocalExecutor(Resources(1), workers=workers).map(jobs, on_epoch))
+    else:
+        for job in jobs:
+            results.update(_fit_stack(*job.args, progress=on_epoch))
+    return results
+
+
+def _fit_stack(members: list[Member], inputs: Tensor, targets: dict[str, Tensor], device: torch.device,
+               state: Path | None, job: str, progress: EpochCallback | None = None) -> dict[str, tuple]:
     results = fit_ensemble(members, inputs, targets, device, state, progress, job)
-    state.unlink(missing_ok=True)
+    if state is not None:
+        state.unlink(missing_ok=True)
     return results
 
 
@@ -311,7 +324,7 @@ def _work(members: list[Member] | Member) -> int:
     return sum(map(_work, members))
 
 
-def _balanced(stack: list[Member], parts: int) -> list[list[Member]]:
+def split_stack(stack: list[Member], parts: int) -> list[list[Member]]:
     """``stack`` split into up to ``parts`` stacks of about equal work (the member with the most
     work first, each into the part with the least so far), members in their order."""
     loads = [[] for _ in range(min(parts, len(stack)))]

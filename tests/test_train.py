@@ -153,14 +153,14 @@ def test_train_command_prints_each_epoch_when_not_on_a_terminal(tmp_path, monkey
 def test_a_stack_splits_into_parts_of_balanced_work():
     """Each member (by its Adam steps: batches x epochs) goes to the part with the least work
     so far, the largest first; every member lands in exactly one part, in its order."""
-    from sepvae.train import _balanced, _work
+    from sepvae.train import _work, split_stack
 
     def member(name, frames, epochs):
         return Member(name, ModelConfig(), TrainConfig(epochs=epochs, batch_size=10), torch.arange(frames),
                       torch.arange(1), "male")
 
     stack = [member("a", 100, 1), member("b", 20, 1), member("c", 90, 1), member("d", 10, 2), member("e", 10, 1)]
-    parts = _balanced(stack, 2)
+    parts = split_stack(stack, 2)
     assert [[m.name for m in part] for part in parts] == [["a", "d"], ["b", "c", "e"]]
     assert [_work(part) for part in parts] == [12, 12]
-    assert [[m.name for m in part] for part in _balanced(stack[:1], 2)] == [["a"]]  # no empty part
+    assert [[m.name for m in part] for part in split_stack(stack[:1], 2)] == [["a"]]  # no empty part

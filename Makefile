@@ -34,9 +34,9 @@ data: setup
 mix: data
 	$(SEPVAE) mix --config $(CONFIG)
 
-# Training's stacked matmuls use both cores of an idle 2-core machine (1.55x one thread, make
-# bench). Where another process holds a core, two threads train 3x slower than one: there
-# use TRAIN_CPUS=1 (or OMP_WAIT_POLICY=PASSIVE, which makes two threads cost little).
+# A training job of TRAIN_CPUS CPUs trains each stack as that many parts side by side, each in
+# a single-thread process (README: Models and training). Where another process holds a core,
+# use TRAIN_CPUS=1.
 TRAIN_CPUS ?= 2
 train: mix
 	$(SEPVAE) train --config $(CONFIG) $(JOBS) --num-cpus $(TRAIN_CPUS)

@@ -127,6 +127,11 @@ def one_at_a_time(group: list[Member], inputs, targets, device) -> None:
         float((model.estimate(inputs[member.val_index]) - target[member.val_index]).pow(2).sum())
 
 
+def one_process(group: list[Member], inputs, targets, device) -> None:
+    """One epoch of ``group`` as one stack in this process (timed by the caller)."""
+    fit_ensemble(group, inputs, targets, device)
+
+
 def two_processes(group: list[Member], inputs, targets, device) -> float:
     """One epoch of ``group`` as the training stage runs a job of two CPUs; its seconds: the
     slower part's epoch as its history logs it, without starting the two worker processes
@@ -158,7 +163,7 @@ def main() -> None:
     for precision, ensemble in groups.items():
         for threads in thread_counts:
             variants[f"ensemble{marked(precision, ' ')} ({threads} thread{'s' * (threads > 1)})"] = (
-                threads, precision, lambda ensemble=ensemble: fit_ensemble(ensemble, inputs, targets, device))
+                threads, precision, lambda ensemble=ensemble: one_process(ensemble, inputs, targets, device))
     if device.type == "cpu":
         # What the training stage does with a job of --num-cpus 2: the stack split in two
         # parts, each in a single-thread worker process (sepvae.train.fit_stacks).
@@ -178,7 +183,7 @@ def main() -> None:
                 took = run()
                 synchronize(device)
                 if round_:
-                    seconds[name] = min(seconds[name], took or time.perf_counter() - start)
+                    seconds[name] = min(seconds[name], time.perf_counter() - start if took is None else took)
     total_flops = sum(flops.values()) * N_FRAMES  # one epoch of every model
     results = {
         "machine": {"processor": platform.processor() or platform.machine(), "cpu_model": cpu_model(),

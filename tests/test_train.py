@@ -164,3 +164,19 @@ def test_a_stack_splits_into_parts_of_balanced_work():
     assert [[m.name for m in part] for part in parts] == [["a", "d"], ["b", "c", "e"]]
     assert [_work(part) for part in parts] == [12, 12]
     assert [[m.name for m in part] for part in split_stack(stack[:1], 2)] == [["a"]]  # no empty part
+
+
+def test_a_part_that_fails_in_its_worker_fails_the_stacks_with_its_message():
+    """fit_stacks with two workers: the NaN guard's one-line message comes back from the
+    worker process that trained the poisoned member's part."""
+    from sepvae.train import fit_stacks
+
+    train, valid = data(), data(40, 1)
+    inputs = torch.cat([train.inputs, valid.inputs])
+    targets = {s: torch.cat([train.targets[s], valid.targets[s]]) for s in ("male", "female")}
+    targets["female"][5, 3] = float("nan")
+    index = torch.arange(len(inputs))
+    stack = [Member(f"{s}-{k}", ModelConfig(name="vae", **SMALL), TrainConfig(epochs=2, batch_size=17),
+                    index[:120], index[120:], s, seed=k) for k in range(2) for s in ("male", "female")]
+    with pytest.raises(SepvaeError, match=r"\(female-[01]\): loss became nan at epoch 1.*\n.*1 job\(s\) failed"):
+        fit_stacks([stack], inputs, targets, torch.device("cpu"), workers=2)

@@ -120,7 +120,7 @@ EXECUTOR_OPTIONS = {
     "executor": (str, typer.Option("local", "--executor", help="local: the jobs on this machine (--workers at once); ray: each job a Ray task (Ray is an optional extra, see README).")),
     "workers": (Optional[int], typer.Option(None, "--workers", min=1, help="local: how many jobs run at once, each in a worker process (1: one after another in this process). Default: as many as the machine's CPUs hold jobs of --num-cpus.")),
     "address": (Optional[str], typer.Option(None, "--address", envvar="RAY_ADDRESS", help="Ray cluster to join; 'auto': the one `ray start --head` started on this machine. Default: a new local Ray.")),
-    "num_cpus": (float, typer.Option(1.0, "--num-cpus", help="CPUs each job declares (and its torch and BLAS threads).")),
+    "num_cpus": (float, typer.Option(1.0, "--num-cpus", help="CPUs each job declares (and its torch and BLAS threads; a training job trains its stacks as that many parts side by side, one process of one thread each).")),
     "num_gpus": (float, typer.Option(0.0, "--num-gpus", help="GPUs each job declares (Ray places it on a node with them).")),
     "retries": (int, typer.Option(0, "--retries", min=0, help="How often a job that raises is run again before it is reported.")),
 }

@@ -30,8 +30,8 @@ from sepvae.errors import SepvaeError
 from sepvae.executor import Job, LocalExecutor, Resources, raise_failures
 from sepvae.features import FrameSet, Normalization, concat, fit_normalization, fit_scale, load_frames, remix_frames
 from sepvae.models import build_model
-from sepvae.stack import batches_per_epoch
 from sepvae.mixing import Mixture, read_manifest, training_key
+from sepvae.stack import batches_per_epoch
 
 
 def _split_mixtures(n: int, fraction: float, seed: int) -> np.ndarray:

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from sepvae.cli import app
 from sepvae.config import load_experiment
 from sepvae.errors import SepvaeError
-from sepvae.executor import Job, JobsFailed, LocalExecutor, make_executor
+from sepvae.executor import Job, JobsFailed, LocalExecutor, Resources, make_executor
 from sepvae.jobs import scratch_name
 from sepvae.layout import Layout, is_done
 from sepvae.pipeline import evaluate_all, manifest_of, separate_all, train_all
@@ -96,6 +96,17 @@ def test_ray_makes_the_local_executors_files(project, ray_cluster):
     statuses.clear()
     _stages(experiment, distributed, executor)
     assert statuses == []
+
+
+def test_a_ray_job_of_two_cpus_trains_its_stacks_parts_as_a_local_one(project, ray_cluster):
+    """--num-cpus 2: the training job splits its stack into two single-thread worker processes
+    (tests/test_pipeline.py) on a Ray worker as on this machine, with the same checkpoints."""
+    root, layout = project
+    experiment = load_experiment(root / "ok.toml")
+    local, distributed = _elsewhere(layout, "local-2-cpus"), _elsewhere(layout, "ray-2-cpus")
+    train_all(experiment, local, device="cpu", executor=make_executor("local", resources=Resources(2)))
+    train_all(experiment, distributed, device="cpu", executor=make_executor("ray", resources=Resources(2)))
+    assert _files(distributed.runs) == _files(local.runs)
 
 
 def test_local_workers_make_the_same_files_and_forward_progress(project):

@@ -453,7 +453,8 @@ def test_a_jobs_cpus_train_its_stacks_parts_side_by_side(tiny_run, tmp_path):
         split, alone = (json.loads((tmp_path / folder / m.kind / "history.json").read_text()) for folder in ("split", "alone"))
         assert [e["epoch"] for e in split] == [e["epoch"] for e in alone]
         for a, b in zip(split, alone):
-            assert a["male"]["loss"] == pytest.approx(b["male"]["loss"], rel=1e-5)
+            for source in ("female", "male"):
+                assert a[source]["loss"] == pytest.approx(b[source]["loss"], rel=1e-5), (m.kind, source, a["epoch"])
 
 
 def test_runs_at_other_stft_settings_train_in_stacks_of_their_own(tiny_run, tmp_path):

@@ -150,19 +150,23 @@ def test_train_command_prints_each_epoch_when_not_on_a_terminal(tmp_path, monkey
     assert all(", 2 training, " in line for line in epochs)
 
 
-def test_a_stack_splits_into_parts_of_balanced_work():
-    """Each member (by its Adam steps: batches x epochs) goes to the part with the least work
-    so far, the largest first; every member lands in exactly one part, in its order."""
+def test_a_stack_splits_into_parts_of_balanced_work_by_model_family():
+    """Ordered VAEs, autoencoders, ITL-AEs, the stack is cut where the work (Adam steps:
+    batches x epochs) crosses each part's share; every member lands in one part, in its order."""
     from sepvae.train import _work, split_stack
 
-    def member(name, frames, epochs):
-        return Member(name, ModelConfig(), TrainConfig(epochs=epochs, batch_size=10), torch.arange(frames),
+    def member(name, kind, frames, epochs=1):
+        return Member(name, ModelConfig(name=kind), TrainConfig(epochs=epochs, batch_size=10), torch.arange(frames),
                       torch.arange(1), "male")
 
-    stack = [member("a", 100, 1), member("b", 20, 1), member("c", 90, 1), member("d", 10, 2), member("e", 10, 1)]
+    stack = [member("a", "ae", 100), member("b", "itl-ae", 20), member("c", "vae", 90), member("d", "beta-vae", 10, 2),
+             member("e", "ae", 10)]
     parts = split_stack(stack, 2)
-    assert [[m.name for m in part] for part in parts] == [["a", "d"], ["b", "c", "e"]]
-    assert [_work(part) for part in parts] == [12, 12]
+    assert [[m.name for m in part] for part in parts] == [["c", "d"], ["a", "b", "e"]]
+    assert [_work(part) for part in parts] == [11, 13]
+    eight = [member(f"{kind}-{source}", kind, 70) for kind in ("vae", "beta-vae", "itl-ae", "ae") for source in "mf"]
+    assert [[m.name for m in part] for part in split_stack(eight, 2)] == [
+        ["vae-m", "vae-f", "beta-vae-m", "beta-vae-f"], ["itl-ae-m", "itl-ae-f", "ae-m", "ae-f"]]
     assert [[m.name for m in part] for part in split_stack(stack[:1], 2)] == [["a"]]  # no empty part
 
 
@@ -177,6 +181,6 @@ def test_a_part_that_fails_in_its_worker_fails_the_stacks_with_its_message():
     targets["female"][5, 3] = float("nan")
     index = torch.arange(len(inputs))
     stack = [Member(f"{s}-{k}", ModelConfig(name="vae", **SMALL), TrainConfig(epochs=2, batch_size=17),
-                    index[:120], index[120:], s, seed=k) for k in range(2) for s in ("male", "female")]
+                    index[:120], index[120:], s, seed=k) for s in ("male", "female") for k in range(2)]
     with pytest.raises(SepvaeError, match=r"\(female-[01]\): loss became nan at epoch 1.*\n.*1 job\(s\) failed"):
         fit_stacks([stack], inputs, targets, torch.device("cpu"), workers=2)

@@ -329,7 +329,7 @@ def split_stack(stack: list[Member], parts: int) -> list[list[Member]]:
     family side by side: the stack ordered VAEs, plain autoencoders, ITL-AEs (in their order
     within each), then cut where the work done crosses each ``k / parts`` of the total. A part
     without VAEs skips their noise and wider heads, one without ITL-AEs their divergence: two
-    parts of 4 of the bench's 8 networks train ~20 % faster so than with every family in both."""
+    parts of 4 of the bench's 8 networks train ~15-20 % faster so than with every family in both."""
     family = {VAE: 0, ITLAE: 2}
     ordered = sorted(stack, key=lambda m: family.get(MODELS[m.model.name], 1))
     total, done, cut = _work(ordered), 0, [[]]

@@ -179,12 +179,7 @@ def train_plans(plans: list[RunPlan], device: str = "auto", on_epoch: EpochCallb
                 workers: int = 1) -> None:
     """Train every job of every plan, as few stacked ensembles as the layer sizes, batch sizes
     and frame counts allow (runs of several methods, sweep points and folds train together),
-    then write each run's checkpoints, histories and card.
-
-    ``workers`` > 1 on the CPU trains each stack as that many parts side by side in
-    single-thread processes (:func:`fit_stacks`): a stack's small ops between its matmuls
-    run on one core, so on 2 cores two processes beat one process of two threads (README:
-    Speed). A network trains the same in any part, to float tolerance (tests).
+    then write each run's checkpoints, histories and card. ``workers``: see :func:`fit_stacks`.
     """
     from sepvae.device import pick_device
 
@@ -294,18 +289,21 @@ def fit_stacks(stacks: list[list[Member]], inputs: Tensor, targets: dict[str, Te
     work (:func:`split_stack`), which train side by side in single-thread worker processes of
     a :class:`~sepvae.executor.LocalExecutor` (spawned; tensors reach them in shared memory,
     not copied), the most work first. Otherwise they train one after another here, with this
-    process's threads.
+    process's threads. A stack's small ops between its matmuls run on one core in one
+    process, so on 2 cores two single-thread processes beat one of two threads (README:
+    Speed); a network trains the same in any part, to float tolerance (tests).
     """
-    if workers > 1 and device.type == "cpu":
+    side_by_side = workers > 1 and device.type == "cpu"
+    if side_by_side:
         stacks = sorted((part for stack in stacks for part in split_stack(stack, workers)), key=_work, reverse=True)
+    fits = [(group, inputs, targets, device, state(group), label(group)) for group in stacks]
     results: dict[str, tuple] = {}
-    jobs = [Job(_fit_stack, (group, inputs, targets, device, state(group), label(group)), f"train {label(group)}",
-                results.update) for group in stacks]
-    if workers > 1 and device.type == "cpu" and len(jobs) > 1:
+    if side_by_side and len(fits) > 1:
+        jobs = [Job(_fit_stack, args, f"train {args[-1]}", results.update) for args in fits]
         raise_failures(LocalExecutor(Resources(1), workers=workers).map(jobs, on_epoch))
     else:
-        for job in jobs:
-            results.update(_fit_stack(*job.args, progress=on_epoch))
+        for args in fits:
+            results.update(_fit_stack(*args, progress=on_epoch))
     return results
 
 

@@ -349,20 +349,26 @@ def test_export_ships_the_best_model_with_the_medians_it_was_chosen_by(tiny_run,
         export_model(experiment, "itl-ae", "tiny", root=tmp_path, layout=paths)
 
 
+def _small_methods(*kinds_and_seeds):
+    """Methods of tiny networks trained for 2 epochs, one per (kind, seed), labelled by kind."""
+    from sepvae.config import Method, TrainConfig, model_config
+
+    sizes = {"hidden": [16], "latent": 4, "decoder_hidden": [16]}
+    return [Method(label=kind, kind=kind, train=TrainConfig(epochs=2, batch_size=64, seed=seed),
+                   model=model_config({"name": kind, **sizes})) for kind, seed in kinds_and_seeds]
+
+
 def test_runs_trained_together_equal_runs_trained_alone(tiny_run, tmp_path):
     """The training stage stacks the networks of several runs (methods, folds) into one
     ensemble, vae-fit's clean-speech VAEs among them; each run ends with the weights it
     gets alone."""
     from sepvae.checkpoint import load_checkpoint
-    from sepvae.config import Method, TrainConfig, model_config
     from sepvae.features import fit_scale
     from sepvae.train import train_plans, training_data
 
     experiment, paths, _, _ = tiny_run
     data = training_data(manifest_of(experiment, paths), StftConfig.setting("E"), 16000)
-    sizes = {"hidden": [16], "latent": 4, "decoder_hidden": [16]}
-    methods = [Method(label=kind, kind=kind, train=TrainConfig(epochs=2, batch_size=64, seed=seed),
-                      model=model_config({"name": kind, **sizes})) for kind, seed in (("vae", 0), ("ae", 3), ("vae-fit", 5))]
+    methods = _small_methods(("vae", 0), ("ae", 3), ("vae-fit", 5))
 
     def plan(method, folder):  # as the training stage plans a run: by the method's registry entry
         return method.entry.plan(method, data, folder / method.kind, 16000)
@@ -425,16 +431,13 @@ def test_a_jobs_cpus_train_its_stacks_parts_side_by_side(tiny_run, tmp_path):
     ends with the weights and losses it gets in one process (to float tolerance: a stack's
     make-up changes its matmuls' shapes)."""
     from sepvae.checkpoint import load_checkpoint
-    from sepvae.config import Method, TrainConfig, model_config
     from sepvae.executor import run_job
     from sepvae.jobs import train_stack, write_runs
     from sepvae.train import train_plans, training_data
 
     experiment, paths, _, _ = tiny_run
     data = training_data(manifest_of(experiment, paths), StftConfig.setting("E"), 16000)
-    sizes = {"hidden": [16], "latent": 4, "decoder_hidden": [16]}
-    methods = [Method(label=kind, kind=kind, train=TrainConfig(epochs=2, batch_size=64, seed=seed),
-                      model=model_config({"name": kind, **sizes})) for kind, seed in (("vae", 0), ("ae", 3), ("itl-ae", 5))]
+    methods = _small_methods(("vae", 0), ("ae", 3), ("itl-ae", 5))
 
     def plans(folder):
         return [m.entry.plan(m, data, folder / m.kind, 16000) for m in methods]

@@ -63,7 +63,7 @@ endef
 
 # The shipped default model: trained on every speaker (experiments/pretrained.toml), chosen by
 # the unseen-speaker cross-validation (make unseen-candidates: the recipe with the changes chosen
-# on validation, alone and as the mean of two seeds' networks), its medians in the model card.
+# on validation, at STFT setting D, with and without smoothing), its medians in the model card.
 # The other methods of pretrained.toml are not candidates (not in that cross-validation): they
 # are trained for the seen-speaker comparison only.
 pretrained: unseen-candidates
@@ -85,12 +85,14 @@ unseen: data
 # against E's 16 ms); the recipe
 # with the changes chosen there, on the cross-validation's folds (unseen-augmented: more
 # re-paired mixtures, then linear inputs; unseen-candidates, which `pretrained` needs: the
-# shipped recipe alone and as two seeds' mean; unseen-perturbation: speaker augmentation,
+# shipped recipe at setting D with and without smoothing; unseen-steps: each step from the
+# recipe to the shipped model, at E and then D; unseen-perturbation: speaker augmentation,
 # which lost there); the recipe
 # with one ingredient left out at a time (unseen-ablation); run-to-run spread, the beta-VAE
 # with five seeds (seeds; README: Determinism); seen-best: on pretrained's seen-speaker test
-# mixtures, the recipe validation ranks best (three seeds, four passes) beside the shipped one.
-UNSEEN_EXTRA := unseen-candidates seen-best unseen-tuning unseen-inputs unseen-phase unseen-rounds unseen-members unseen-shifts unseen-smoothing unseen-window unseen-augmented unseen-perturbation unseen-ablation seeds
+# mixtures, the recipe validation ranks best (three seeds, four passes) beside the model shipped
+# before, at setting E.
+UNSEEN_EXTRA := unseen-candidates unseen-steps seen-best unseen-tuning unseen-inputs unseen-phase unseen-rounds unseen-members unseen-shifts unseen-smoothing unseen-window unseen-augmented unseen-perturbation unseen-ablation seeds
 .PHONY: $(UNSEEN_EXTRA)
 $(UNSEEN_EXTRA): data
 	$(call stages,experiments/$@.toml)

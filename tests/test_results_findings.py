@@ -40,3 +40,14 @@ def test_the_fitting_findings_follow_known_differences():
     worse = sweep_rows("compare-fit", {"vae-fit": (-2.0, 0, 0), "vae": (2.0, 0, 0), "nmf": (0, 0, 0)})
     assert judge_finding(above_nmf, worse, "compare-fit").verdict == "disagree"
     assert judge_finding(as_good, worse, "compare-fit").verdict == "disagree"
+
+
+def test_every_finding_compares_methods_its_experiment_has():
+    from tests.results_fixtures import EXPERIMENTS, experiment
+
+    for finding in FINDINGS:
+        if not (EXPERIMENTS / f"{finding.family}.toml").is_file():
+            continue  # a family of several files (the window sweep's readings), checked by its own tests
+        labels = {m.label for m in experiment(finding.family).methods}
+        for comparison in finding.comparisons:
+            assert {comparison.a, comparison.b} <= labels, (finding.name, comparison)

@@ -100,3 +100,18 @@ def test_defaults_are_shared_with_reproduce():
         assert _model_key(method) in reproduce, name
     beta4 = next(m for m in experiment("sweep-beta").methods if m.label == "4")
     assert _model_key(beta4) in reproduce
+
+
+def test_the_shipped_models_candidates_are_trained_for_shipping_as_they_were_cross_validated():
+    # `make pretrained` ships the label with the best cross-validated SDR from pretrained.toml:
+    # that label must train and separate there as it did in the cross-validation, and the
+    # step-by-step file must hold the very same networks.
+    chosen = {m.label: m for m in experiment("unseen-candidates").methods if m.entry.trains}
+    shipped = {m.label: m for m in experiment("pretrained").methods}
+    steps = {m.label: m for m in experiment("unseen-steps").methods}
+    assert chosen
+    for label, method in chosen.items():
+        assert label in shipped, label
+        assert shipped[label] == method, label
+    for label in chosen.keys() & steps.keys():
+        assert steps[label] == chosen[label], label

@@ -30,8 +30,8 @@ from sepvae.results.verdicts_md import method_section, reading_section, verdict_
 # The experiments RESULTS.md covers, in its order; each may have a "-large" twin.
 SWEEPS = ("sweep-window", "sweep-latent", "sweep-batch", "sweep-beta", "sweep-itl-latent", "compare-models",
           "compare-fit", "unseen-speakers", "unseen-tuning", "unseen-inputs", "unseen-phase", "unseen-rounds",
-          "unseen-members", "unseen-shifts", "unseen-smoothing", "unseen-augmented", "unseen-candidates",
-          "unseen-perturbation", "unseen-ablation")
+          "unseen-members", "unseen-shifts", "unseen-smoothing", "unseen-window", "unseen-augmented",
+          "unseen-candidates", "unseen-steps", "unseen-perturbation", "unseen-ablation")
 DISCUSSION = "## Discussion"
 DISCUSSION_PLACEHOLDER = (
     "*Hand-written: what the verdicts mean, what differs from the paper and why. "

@@ -316,3 +316,9 @@ def _is_kind(config: ModelConfig, cls: type) -> bool:
     return issubclass(MODELS[config.name], cls)
 
 
+def model_family(config: ModelConfig) -> int:
+    """0 for the VAE family, 1 for plain autoencoders, 2 for ITL-AEs: what a stack computes
+    beyond the shared layers (VAE noise and wider heads, the ITL divergence) depends on it."""
+    return 0 if _is_kind(config, VAE) else 2 if _is_kind(config, ITLAE) else 1
+
+

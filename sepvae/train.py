@@ -29,9 +29,9 @@ from sepvae.ensemble import EpochCallback, Member, fit_ensemble, group_members, 
 from sepvae.errors import SepvaeError
 from sepvae.executor import Job, LocalExecutor, Resources, raise_failures
 from sepvae.features import FrameSet, Normalization, concat, fit_normalization, fit_scale, load_frames, remix_frames
-from sepvae.models import ITLAE, MODELS, VAE, build_model
+from sepvae.models import build_model
 from sepvae.mixing import Mixture, read_manifest, training_key
-from sepvae.stack import batches_per_epoch
+from sepvae.stack import batches_per_epoch, model_family
 
 
 def _split_mixtures(n: int, fraction: float, seed: int) -> np.ndarray:
@@ -328,8 +328,7 @@ def split_stack(stack: list[Member], parts: int) -> list[list[Member]]:
     within each), then cut where the work done crosses each ``k / parts`` of the total. A part
     without VAEs skips their noise and wider heads, one without ITL-AEs their divergence: two
     parts of 4 of the bench's 8 networks train ~15-20 % faster so than with every family in both."""
-    family = {VAE: 0, ITLAE: 2}
-    ordered = sorted(stack, key=lambda m: family.get(MODELS[m.model.name], 1))
+    ordered = sorted(stack, key=lambda m: model_family(m.model))
     total, done, cut = _work(ordered), 0, [[]]
     for member in ordered:
         # A member goes to the next part when more than half of its work lies past the boundary.

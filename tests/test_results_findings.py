@@ -43,11 +43,9 @@ def test_the_fitting_findings_follow_known_differences():
 
 
 def test_every_finding_compares_methods_its_experiment_has():
-    from tests.results_fixtures import EXPERIMENTS, experiment
+    from tests.results_fixtures import experiment
 
     for finding in FINDINGS:
-        if not (EXPERIMENTS / f"{finding.family}.toml").is_file():
-            continue  # a family of several files (the window sweep's readings), checked by its own tests
         labels = {m.label for m in experiment(finding.family).methods}
         for comparison in finding.comparisons:
             assert {comparison.a, comparison.b} <= labels, (finding.name, comparison)

@@ -63,7 +63,8 @@ endef
 
 # The shipped default model: trained on every speaker (experiments/pretrained.toml), chosen by
 # the unseen-speaker cross-validation (make unseen-candidates: the recipe with the changes chosen
-# on validation, at STFT setting D, with and without smoothing), its medians in the model card.
+# on validation, with a 64 ms STFT window and a 16 ms hop, with and without smoothing), its
+# medians in the model card.
 # The other methods of pretrained.toml are not candidates (not in that cross-validation): they
 # are trained for the seen-speaker comparison only.
 pretrained: unseen-candidates
@@ -82,11 +83,11 @@ unseen: data
 # unseen-members: the mean of two or three seeds' networks per source; unseen-shifts: the
 # mean over frame grids shifted by fractions of a hop, at inference; unseen-smoothing: the
 # estimates smoothed over neighbouring frames; unseen-window: a 32 ms STFT window, setting D,
-# against E's 16 ms); the recipe
+# against E's 16 ms, then a 64 ms window at D's 16 ms hop); the recipe
 # with the changes chosen there, on the cross-validation's folds (unseen-augmented: more
 # re-paired mixtures, then linear inputs; unseen-candidates, which `pretrained` needs: the
-# shipped recipe at setting D with and without smoothing; unseen-steps: each step from the
-# recipe to the shipped model, at E and then D; unseen-perturbation: speaker augmentation,
+# shipped recipe with a 64 ms window and a 16 ms hop, with and without smoothing; unseen-steps:
+# each step from the recipe to the shipped model, at E, then D, then the 64 ms window; unseen-perturbation: speaker augmentation,
 # which lost there); the recipe
 # with one ingredient left out at a time (unseen-ablation); run-to-run spread, the beta-VAE
 # with five seeds (seeds; README: Determinism); seen-best: on pretrained's seen-speaker test

@@ -4,8 +4,7 @@ Measures, with a default-sized model (the paper's layers, encoder [bins, 256, 25
 decoder [256, 256, bins], at the shipped model's STFT setting A read as window / hop: 64 ms
 window, 16 ms hop, 513 bins at 16 kHz; ``--setting D`` for 32 ms / 16 ms, 257 bins, ``--setting
 E`` for the paper's 16 ms / 8 ms, 129 bins (``--reading overlap``: the paper's other reading
-of its second number); random weights,
-as speed does not depend on them):
+of its second number); random weights, as speed does not depend on them):
 
 - ``sepvae --help`` wall time (imports must stay lazy);
 - start-up: a fresh process importing sepvae and loading the checkpoints (``--members`` per
@@ -45,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from sepvae.config import STFT_SETTINGS
+from sepvae.config import STFT_SETTINGS, StftConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -80,17 +79,17 @@ def speechlike(seconds: float, rate: int, seed: int) -> np.ndarray:
     return (0.05 * mix + 0.003 * rng.standard_normal(t.size)).astype(np.float32)
 
 
-def make_model(folder: Path, setting: str, reading: str, members: int, shifts: int, smooth_frames: int) -> Path:
+def make_model(folder: Path, stft: StftConfig, members: int, shifts: int, smooth_frames: int) -> Path:
     """An untrained model folder of the paper's size (the speed does not depend on the
-    weights) at STFT ``setting`` (its second number read as ``reading``), with ``members`` networks per source as a shipped model of that many seeds,
-    whose card tells ``separate`` to make ``shifts`` passes and smooth over ``smooth_frames``."""
+    weights) at ``stft``, with ``members`` networks per source as a shipped model of that many
+    seeds, whose card tells ``separate`` to make ``shifts`` passes and smooth over ``smooth_frames``."""
     import torch
 
     import sepvae
     from sepvae.checkpoint import ModelCard, init_model_folder, join_members
-    from sepvae.config import ModelConfig, SourceMode, StftConfig
+    from sepvae.config import ModelConfig, SourceMode
 
-    stft, model = StftConfig.setting(setting, reading), ModelConfig()
+    model = ModelConfig()
     n_bins = stft.n_bins(RATE)
     card = ModelCard(kind="vae", source_mode=SourceMode.GENDER, sources=("female", "male"), sample_rate=RATE,
                      stft=stft, n_bins=n_bins, model=model, version=sepvae.__version__)
@@ -202,6 +201,7 @@ def main() -> None:
                         help="Whether the setting's second number is the hop (the shipped model's) or the overlap.")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "separate.json")
     args = parser.parse_args()
+    stft = StftConfig.setting(args.setting, args.reading)
 
     import torch
 
@@ -211,13 +211,13 @@ def main() -> None:
                     "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                     "load_average_at_start": os.getloadavg()},
         "model": "vae, encoder [bins, 256, 256, 128], decoder [256, 256, bins]",
-        "stft": f"setting {args.setting}: " + f"{{:g}} ms window, {{:g}} ms {args.reading} at 16 kHz".format(*STFT_SETTINGS[args.setting]),
+        "stft": f"setting {args.setting}: {stft.window_ms:g} ms window, {stft.hop_ms:g} ms hop at 16 kHz",
         "members": args.members,
         "shifts": args.shifts,
         "smooth_frames": args.smooth_frames,
     }
     with tempfile.TemporaryDirectory(prefix="sepvae-bench-") as tmp:
-        model = make_model(Path(tmp) / "model", args.setting, args.reading, args.members, args.shifts, args.smooth_frames)
+        model = make_model(Path(tmp) / "model", stft, args.members, args.shifts, args.smooth_frames)
         results["help_seconds"] = round(wall([*SEPVAE, "--help"]), 3)
         print(f"sepvae --help: {results['help_seconds']} s", flush=True)
         load = [PYTHON, "-c", f"from sepvae.separator import Separator; Separator.from_run({str(model)!r}, device='cpu')"]

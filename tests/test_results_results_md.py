@@ -47,12 +47,13 @@ def test_verdicts_follow_known_differences(fixture_results):
     assert "**disagree**" in _verdict_row(text, "8 ms worse than 16 ms")
 
 
-def test_missing_experiment_is_listed_as_not_run(fixture_results):
+def test_missing_experiment_is_listed_as_no_report_here(fixture_results):
     text = fixture_results[0].read_text()
     assert "| [sweep-latent](#sweep-latent) |" in text
     latent_row = next(line for line in text.splitlines() if line.startswith("| [sweep-latent]"))
-    assert "not run yet" in latent_row
-    assert "not run yet" in _verdict_row(text, "no clear difference across latent sizes")
+    assert "no report here" in latent_row
+    latent_verdict = _verdict_row(text, "no clear difference across latent sizes")
+    assert "no report here" in latent_verdict and "`make sweep-latent`" in latent_verdict
     assert "not listed" in _verdict_row(text, "no clear difference across batch sizes 17-70")
 
 

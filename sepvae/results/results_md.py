@@ -31,7 +31,7 @@ from sepvae.results.verdicts_md import method_section, reading_section, verdict_
 SWEEPS = ("sweep-window", "sweep-latent", "sweep-batch", "sweep-beta", "sweep-itl-latent", "compare-models",
           "compare-fit", "unseen-speakers", "unseen-tuning", "unseen-inputs", "unseen-phase", "unseen-rounds",
           "unseen-members", "unseen-shifts", "unseen-smoothing", "unseen-window", "unseen-augmented",
-          "unseen-candidates", "unseen-steps", "unseen-perturbation", "unseen-ablation")
+          "unseen-candidates", "unseen-steps", "unseen-reseed", "unseen-perturbation", "unseen-ablation")
 DISCUSSION = "## Discussion"
 DISCUSSION_PLACEHOLDER = (
     "*Hand-written: what the verdicts mean, what differs from the paper and why. "
@@ -50,7 +50,8 @@ def write_results(experiments: list[Path], reports_root: Path = Path("reports"),
     """Write ``out`` (RESULTS.md) and one violin PNG per experiment in ``out.parent/results/``.
 
     ``experiments``: experiment TOML files, in the order their sections appear. An
-    experiment whose ``metrics.csv`` is missing is listed as not run yet. The section under
+    experiment whose ``metrics.csv`` is missing is listed as "no report here" (it may have run
+    elsewhere: RESULTS.md shows what this checkout's ``reports/`` holds). The section under
     ``## Discussion`` of an existing ``out`` is kept as it is; the rest is regenerated.
     With ``html``, also ``results.html`` beside ``out`` (its stem in lower case): the same
     figures and tables as a page (:mod:`sepvae.results.html`). Returns ``out``.
@@ -174,7 +175,7 @@ def _test_set(run: ExperimentResults) -> str:
 
 def _status(run: ExperimentResults) -> Cell:
     if run.rows is None:
-        return Styled("not run yet", "strong")
+        return Styled("no report here", "strong")
     return f"run ({len(run.rows)} rows)" + (f"; {run.problem}" if run.problem else "")
 
 

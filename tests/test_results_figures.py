@@ -27,3 +27,14 @@ def test_spectrogram_figure_rejects_wrong_shapes(tmp_path):
         spectrogram_figure(tmp_path / "s.png", 16_000, 128, {"mixture": np.ones(10)}, {})
     with pytest.raises(ValueError):
         spectrogram_figure(tmp_path / "s.png", 16_000, 128, {}, {})
+
+
+def test_series_colors_stay_distinct_beyond_matplotlibs_ten_colour_cycle():
+    from matplotlib.colors import to_rgba
+
+    from sepvae.results.figures import series_colors
+
+    few = series_colors(["a", "b", "c"])
+    assert few == {"a": "C0", "b": "C1", "c": "C2"}  # the default cycle, as before
+    many = series_colors([f"s{i}" for i in range(13)])
+    assert len({to_rgba(color) for color in many.values()}) == 13  # "C10" would be "C0" again

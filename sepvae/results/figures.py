@@ -238,6 +238,17 @@ def _image_args(shape: tuple[int, int], sample_rate: int, hop_length: int) -> di
     }
 
 
+def series_colors(series: Sequence[str]) -> dict[str, Any]:
+    """One colour per series: matplotlib's 10-colour cycle, or tab20's 20 colours for more
+    series (the cycle would repeat a colour from the 11th on, e.g. in unseen-steps' 13)."""
+    if len(series) <= 10:
+        return {s: f"C{i}" for i, s in enumerate(series)}
+    from matplotlib import colormaps
+
+    tab20 = colormaps["tab20"]
+    return {s: tab20(i % tab20.N) for i, s in enumerate(series)}
+
+
 def sweep_figure(rows: Sequence[Mapping[str, Any]], experiment: Experiment, out_png: str | Path,
                  metrics: Sequence[str] = PAPER_METRICS) -> Path:
     """One violin panel per metric; x = the swept value, series side by side.
@@ -260,7 +271,7 @@ def sweep_figure(rows: Sequence[Mapping[str, Any]], experiment: Experiment, out_
     series = list(dict.fromkeys(split_label(label)[1] for label in labels))
     shared_x = {x: sum(split_label(label)[0] == x for label in labels) > 1 for x in xs}
     family = family_of(experiment.name)
-    colors = {s: f"C{i}" for i, s in enumerate(series)}
+    colors = series_colors(series)
     width = 0.84 / len(series)
     slots = len(xs) * len(series)
 
